@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class SmtpadminConfig(AppConfig):
+    name = "smtpadmin"
+    verbose_name = "Organization"
+
+    def ready(self) -> None:
+        from smtpadmin import checks  # noqa: F401  (registers system checks)

@@ -1,0 +1,122 @@
+"""Writing the audit log: one entry per changed field, secrets recorded as "changed"."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.db import models
+
+from smtpadmin.models import AuditEntry
+
+SECRET_MARK = "(secret)"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+def snapshot(instance: models.Model) -> dict[str, str]:
+    """Field name -> displayed value, including many-to-many ids and an ``audit_extra()`` hook.
+
+    Secret fields (``audit_secret_fields`` on the model) hold a digest so that a change can be
+    seen without the value ever reaching the log.
+    """
+    secret_fields: set[str] = set(getattr(instance, "audit_secret_fields", ()))
+    skip: set[str] = set(getattr(instance, "audit_skip_fields", ())) | {"id"}
+    values: dict[str, str] = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in skip:
+            continue
+        raw = getattr(instance, field.attname)
+        if field.name in secret_fields:
+            values[field.name] = hashlib.sha256(_text(raw).encode()).hexdigest() if raw else ""
+        else:
+            values[field.name] = _text(raw)
+    if instance.pk is not None:
+        for m2m in instance._meta.many_to_many:
+            ids = sorted(getattr(instance, m2m.name).values_list("pk", flat=True))
+            values[m2m.name] = _text(ids)
+    extra = getattr(instance, "audit_extra", None)
+    if callable(extra):
+        values.update(extra())
+    return values
+
+
+def _entry(user: Any, action: str, instance: models.Model, **fields: str) -> AuditEntry:
+    is_user = user is not None and getattr(user, "is_authenticated", False)
+    return AuditEntry(
+        user=user if is_user else None,
+        username=user.get_username() if is_user else "system",
+        action=action,
+        object_type=instance._meta.verbose_name.title(),
+        object_id=str(instance.pk or ""),
+        object_repr=str(instance)[:300],
+        **fields,
+    )
+
+
+def _shown(instance: models.Model, field: str, value: str) -> str:
+    if field in set(getattr(instance, "audit_secret_fields", ())):
+        return "changed" if value else ""
+    return value
+
+
+def record_create(user: Any, instance: models.Model) -> None:
+    rows = [_entry(user, AuditEntry.Action.CREATE, instance)]
+    for field, value in snapshot(instance).items():
+        if value:
+            rows.append(
+                _entry(
+                    user,
+                    AuditEntry.Action.CREATE,
+                    instance,
+                    field=field,
+                    new_value=_shown(instance, field, value),
+                )
+            )
+    AuditEntry.objects.bulk_create(rows)
+
+
+def record_update(user: Any, before: dict[str, str], instance: models.Model) -> int:
+    """Write one entry per field that differs from ``before``; returns how many."""
+    after = snapshot(instance)
+    rows = [
+        _entry(
+            user,
+            AuditEntry.Action.UPDATE,
+            instance,
+            field=field,
+            old_value=_shown(instance, field, before.get(field, "")),
+            new_value="changed"
+            if field in set(getattr(instance, "audit_secret_fields", ()))
+            else value,
+        )
+        for field, value in after.items()
+        if before.get(field, "") != value
+    ]
+    AuditEntry.objects.bulk_create(rows)
+    return len(rows)
+
+
+def record_delete(user: Any, instance: models.Model) -> None:
+    _entry(user, AuditEntry.Action.DELETE, instance).save()
+
+
+def record_action(
+    user: Any, instance: models.Model, field: str, old_value: str, new_value: str
+) -> None:
+    _entry(
+        user,
+        AuditEntry.Action.ACTION,
+        instance,
+        field=field,
+        old_value=old_value,
+        new_value=new_value,
+    ).save()

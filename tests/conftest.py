@@ -1,0 +1,53 @@
+"""The people of the tests: a full administrator, an administrator, a view-only administrator
+and an outsider (a user with no role), plus API clients logged in as each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from smtpadmin.roles import Role, set_role
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_person(username: str, role: Role) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    set_role(user, role)
+    return user
+
+
+@pytest.fixture
+def full_admin(db: Any) -> User:
+    return make_person("fiona-full", Role.FULL)
+
+
+@pytest.fixture
+def administrator(db: Any) -> User:
+    return make_person("adam-admin", Role.ADMINISTRATOR)
+
+
+@pytest.fixture
+def view_only(db: Any) -> User:
+    return make_person("vera-viewer", Role.VIEW_ONLY)
+
+
+@pytest.fixture
+def outsider(db: Any) -> User:
+    return make_person("otto-outsider", Role.NONE)
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def api_as() -> Any:
+    """``api_as(user)`` gives an API client authenticated as that user (None = anonymous)."""
+    return client_for
