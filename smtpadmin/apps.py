@@ -6,4 +6,7 @@ class SmtpadminConfig(AppConfig):
     verbose_name = "Organization"
 
     def ready(self) -> None:
-        from smtpadmin import checks  # noqa: F401  (registers system checks)
+        from smtpadmin import (
+            api_views,  # noqa: F401  (registers organization, users, audit log, token)
+            checks,  # noqa: F401  (registers system checks)
+        )

@@ -55,7 +55,7 @@ def _entry(user: Any, action: str, instance: models.Model, **fields: str) -> Aud
         user=user if is_user else None,
         username=user.get_username() if is_user else "system",
         action=action,
-        object_type=instance._meta.verbose_name.title(),
+        object_type=str(instance._meta.verbose_name).title(),
         object_id=str(instance.pk or ""),
         object_repr=str(instance)[:300],
         **fields,
@@ -68,10 +68,18 @@ def _shown(instance: models.Model, field: str, value: str) -> str:
     return value
 
 
+def _defaults(instance: models.Model) -> dict[str, str]:
+    fresh = type(instance)()
+    fresh.pk = None
+    return snapshot(fresh)
+
+
 def record_create(user: Any, instance: models.Model) -> None:
+    """One "created" entry, then one per field whose value differs from the default."""
     rows = [_entry(user, AuditEntry.Action.CREATE, instance)]
+    defaults = _defaults(instance)
     for field, value in snapshot(instance).items():
-        if value:
+        if value and value != defaults.get(field, ""):
             rows.append(
                 _entry(
                     user,
@@ -87,16 +95,15 @@ def record_create(user: Any, instance: models.Model) -> None:
 def record_update(user: Any, before: dict[str, str], instance: models.Model) -> int:
     """Write one entry per field that differs from ``before``; returns how many."""
     after = snapshot(instance)
+    secret = set(getattr(instance, "audit_secret_fields", ()))
     rows = [
         _entry(
             user,
             AuditEntry.Action.UPDATE,
             instance,
             field=field,
-            old_value=_shown(instance, field, before.get(field, "")),
-            new_value="changed"
-            if field in set(getattr(instance, "audit_secret_fields", ()))
-            else value,
+            old_value="" if field in secret else before.get(field, ""),
+            new_value="changed" if field in secret else value,
         )
         for field, value in after.items()
         if before.get(field, "") != value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import Group
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
@@ -59,7 +59,7 @@ def ensure_groups() -> None:
         Group.objects.get_or_create(name=name)
 
 
-def role_of(user: AbstractBaseUser | AnonymousUser | Any) -> Role:
+def role_of(user: Any) -> Role:
     if user is None or not user.is_authenticated or not user.is_active:
         return Role.NONE
     if user.is_superuser:

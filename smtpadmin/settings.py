@@ -156,6 +156,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ListModeEnum": "servers.models.virtual_server.ListMode",
+        "TlsModeEnum": "servers.models.virtual_server.TlsMode",
+        "OutboundAuthEnum": "servers.models.virtual_server.OutboundAuth",
+        "ScheduleModeEnum": "connectors.models.ScheduleMode",
+    },
 }
 
 # Celery: Redis in production; by default an embedded filesystem broker that needs no server.

@@ -93,7 +93,12 @@ def normalize_address(value: str) -> str:
     if text.count("@") != 1:
         raise ValidationError(f"'{value}' is not an e-mail address.", code="invalid")
     local, domain = text.split("@")
-    if not _LOCAL_PART.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
+    if (
+        not _LOCAL_PART.match(local)
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+    ):
         raise ValidationError(f"'{value}' has an invalid local part.", code="invalid")
     return f"{local}@{normalize_domain(domain)}"
 
@@ -150,7 +155,9 @@ def parse_smart_host(entry: str) -> SmartHost:
             try:
                 address = ipaddress.IPv6Address(inside[5:])
             except ValueError:
-                raise ValidationError(f"'{entry}': '{inside[5:]}' is not an IPv6 address.") from None
+                raise ValidationError(
+                    f"'{entry}': '{inside[5:]}' is not an IPv6 address."
+                ) from None
         else:
             try:
                 address = ipaddress.IPv4Address(inside)  # type: ignore[assignment]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -86,6 +88,10 @@ class Mailbox(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        # The domain is derived from the address in clean(), never typed.
+        super().clean_fields(exclude={*(exclude or ()), "domain"})
 
     def clean(self) -> None:
         try:

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,48 +15,114 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('username', models.CharField(blank=True, max_length=150)),
-                ('action', models.CharField(choices=[('create', 'Created'), ('update', 'Changed'), ('delete', 'Deleted'), ('action', 'Action')], max_length=10)),
-                ('object_type', models.CharField(db_index=True, max_length=100)),
-                ('object_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('object_repr', models.CharField(blank=True, max_length=300)),
-                ('field', models.CharField(blank=True, max_length=100)),
-                ('old_value', models.TextField(blank=True)),
-                ('new_value', models.TextField(blank=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("username", models.CharField(blank=True, max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("create", "Created"),
+                            ("update", "Changed"),
+                            ("delete", "Deleted"),
+                            ("action", "Action"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("object_type", models.CharField(db_index=True, max_length=100)),
+                ("object_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("object_repr", models.CharField(blank=True, max_length=300)),
+                ("field", models.CharField(blank=True, max_length=100)),
+                ("old_value", models.TextField(blank=True)),
+                ("new_value", models.TextField(blank=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['-at', '-id'],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["-at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Organization',
+            name="Organization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='First Organization', max_length=200)),
-                ('sending_size_limit_kb', models.PositiveIntegerField(blank=True, default=10240, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('receiving_size_limit_kb', models.PositiveIntegerField(blank=True, default=10240, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('recipients_limit', models.PositiveIntegerField(blank=True, default=5000, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('blocked_senders', models.JSONField(blank=True, default=list)),
-                ('filter_blank_senders', models.BooleanField(default=False)),
-                ('blocked_recipients', models.JSONField(blank=True, default=list)),
-                ('filter_unknown_recipients', models.BooleanField(default=True)),
-                ('global_accept_list', models.JSONField(blank=True, default=list)),
-                ('global_deny_list', models.JSONField(blank=True, default=list)),
-                ('block_list_providers', models.JSONField(blank=True, default=list)),
-                ('message_tracking_enabled', models.BooleanField(default=True)),
-                ('subject_logging_enabled', models.BooleanField(default=False)),
-                ('tracking_retention_days', models.PositiveIntegerField(default=7, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3650)])),
-                ('outbound_mail_disabled', models.BooleanField(default=False)),
-                ('modified_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(default="First Organization", max_length=200)),
+                (
+                    "sending_size_limit_kb",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        default=10240,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "receiving_size_limit_kb",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        default=10240,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "recipients_limit",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        default=5000,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                ("blocked_senders", models.JSONField(blank=True, default=list)),
+                ("filter_blank_senders", models.BooleanField(default=False)),
+                ("blocked_recipients", models.JSONField(blank=True, default=list)),
+                ("filter_unknown_recipients", models.BooleanField(default=True)),
+                ("global_accept_list", models.JSONField(blank=True, default=list)),
+                ("global_deny_list", models.JSONField(blank=True, default=list)),
+                ("block_list_providers", models.JSONField(blank=True, default=list)),
+                ("message_tracking_enabled", models.BooleanField(default=True)),
+                ("subject_logging_enabled", models.BooleanField(default=False)),
+                (
+                    "tracking_retention_days",
+                    models.PositiveIntegerField(
+                        default=7,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(3650),
+                        ],
+                    ),
+                ),
+                ("outbound_mail_disabled", models.BooleanField(default=False)),
+                ("modified_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('id', 1)), name='organization_is_singleton')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("id", 1)), name="organization_is_singleton"
+                    )
+                ],
             },
         ),
     ]

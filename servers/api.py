@@ -1,0 +1,357 @@
+"""/api/v1/ resources of the servers app: routing groups, servers, virtual servers, accepted
+domains, mailboxes, SMTP credentials and certificates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from servers.models import (
+    AcceptedDomain,
+    Certificate,
+    Mailbox,
+    RoutingGroup,
+    Server,
+    SmtpCredential,
+    VirtualServer,
+)
+from servers.models.virtual_server import PROFILE_CHOICES, PROFILES
+from smtpadmin import audit
+from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer
+from smtpadmin.registry import api
+
+
+class RoutingGroupSerializer(ModelCleanSerializer):
+    class Meta:
+        model = RoutingGroup
+        fields = ["id", "name", "created_at"]
+
+
+class RoutingGroupViewSet(AuditedModelViewSet):
+    queryset = RoutingGroup.objects.all()
+    serializer_class = RoutingGroupSerializer
+    filterset_fields = ["name"]
+    search_fields = ["name"]
+    ordering_fields = ["name", "id"]
+
+
+class ServerSerializer(ModelCleanSerializer):
+    status = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Server
+        fields = [
+            "id",
+            "name",
+            "fqdn",
+            "routing_group",
+            "drop_directory",
+            "status",
+            "version",
+            "address",
+            "last_seen",
+            "created_at",
+        ]
+        read_only_fields = ["version", "address", "last_seen", "created_at"]
+
+
+class ServerViewSet(AuditedModelViewSet):
+    queryset = Server.objects.all()
+    serializer_class = ServerSerializer
+    filterset_fields = ["name", "routing_group"]
+    search_fields = ["name", "fqdn"]
+    ordering_fields = ["name", "id", "last_seen"]
+
+
+class VirtualServerSerializer(ModelCleanSerializer):
+    profile = serializers.ChoiceField(
+        choices=PROFILE_CHOICES,
+        write_only=True,
+        required=False,
+        help_text="Defaults to apply when creating: Exchange 2003 (default) or IIS 6 SMTP.",
+    )
+    outbound_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, trim_whitespace=False
+    )
+    has_outbound_password = serializers.SerializerMethodField()
+    binding = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = VirtualServer
+        exclude = ["state_changed_at"]
+        read_only_fields = ["state", "state_reason", "created_at", "modified_at"]
+
+    def get_has_outbound_password(self, obj: VirtualServer) -> bool:
+        return bool(obj.outbound_password)
+
+    def validate_profile(self, value: str) -> str:
+        if self.instance is not None:
+            raise serializers.ValidationError("A profile applies only when creating.")
+        return value
+
+    def initial_fields(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = dict(attrs)
+        profile = attrs.pop("profile", "exchange2003")
+        return {**PROFILES[profile], **attrs}
+
+
+class VirtualServerViewSet(AuditedModelViewSet):
+    queryset = VirtualServer.objects.select_related("server").all()
+    serializer_class = VirtualServerSerializer
+    filterset_fields = ["server", "name", "port", "desired_state", "state"]
+    search_fields = ["name"]
+    ordering_fields = ["name", "id", "port", "server__name"]
+
+    def delete_problem(self, instance: VirtualServer) -> str:
+        only = [c.name for c in instance.connectors.all() if c.bridgeheads.count() == 1]
+        if only:
+            return (
+                f"'{instance}' is the only bridgehead of: {', '.join(sorted(only))}. "
+                "Add another bridgehead to those connectors or delete them first."
+            )
+        return ""
+
+    def _set_state(self, request: Request, state: str) -> Response:
+        virtual_server = self.get_object()
+        virtual_server.set_desired_state(state, by=request.user)
+        return Response(self.get_serializer(virtual_server).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        """Set the desired state to running; the relay worker applies it."""
+        return self._set_state(request, VirtualServer.DesiredState.RUNNING)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        """Set the desired state to stopped: the listener closes."""
+        return self._set_state(request, VirtualServer.DesiredState.STOPPED)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        """Set the desired state to paused: new connections get 421, sessions continue."""
+        return self._set_state(request, VirtualServer.DesiredState.PAUSED)
+
+
+class AcceptedDomainSerializer(ModelCleanSerializer):
+    class Meta:
+        model = AcceptedDomain
+        fields = ["id", "domain", "type", "is_default", "created_at", "modified_at"]
+        read_only_fields = ["created_at", "modified_at"]
+
+
+class AcceptedDomainViewSet(AuditedModelViewSet):
+    queryset = AcceptedDomain.objects.all()
+    serializer_class = AcceptedDomainSerializer
+    filterset_fields = ["domain", "type", "is_default"]
+    search_fields = ["domain"]
+    ordering_fields = ["domain", "id", "type"]
+
+    def perform_create(self, serializer: Any) -> None:
+        with transaction.atomic():
+            if serializer.validated_data.get("is_default"):
+                _clear_default_domain(self.request.user)
+            super().perform_create(serializer)
+
+    def perform_update(self, serializer: Any) -> None:
+        with transaction.atomic():
+            if serializer.validated_data.get("is_default"):
+                _clear_default_domain(self.request.user, keep=serializer.instance.pk)
+            super().perform_update(serializer)
+
+
+def _clear_default_domain(user: Any, keep: Any = None) -> None:
+    """Making a domain the default takes the flag from the previous one (there is one)."""
+    for previous in (
+        AcceptedDomain.objects.select_for_update().filter(is_default=True).exclude(pk=keep)
+    ):
+        before = audit.snapshot(previous)
+        previous.is_default = False
+        previous.save(update_fields=["is_default", "modified_at"])
+        audit.record_update(user, before, previous)
+
+
+class MailboxSerializer(ModelCleanSerializer):
+    domain: Any = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Mailbox
+        fields = ["id", "address", "domain", "display_name", "enabled", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class MailboxViewSet(AuditedModelViewSet):
+    queryset = Mailbox.objects.all()
+    serializer_class = MailboxSerializer
+    filterset_fields = ["address", "domain", "enabled"]
+    search_fields = ["address", "display_name"]
+    ordering_fields = ["address", "id"]
+
+
+class SmtpCredentialSerializer(ModelCleanSerializer):
+    password = serializers.CharField(
+        write_only=True,
+        required=False,
+        min_length=8,
+        max_length=1024,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Write-only: required when creating; send it again only to change it.",
+    )
+
+    class Meta:
+        model = SmtpCredential
+        fields = [
+            "id",
+            "username",
+            "password",
+            "enabled",
+            "virtual_servers",
+            "send_limit_per_hour",
+            "last_used_at",
+            "failed_logins",
+            "locked_until",
+            "created_at",
+        ]
+        read_only_fields = ["last_used_at", "failed_logins", "locked_until", "created_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None and not attrs.get("password"):
+            raise serializers.ValidationError({"password": ["A new credential needs a password."]})
+        return super().validate(attrs)
+
+    def _candidate(self, attrs: dict[str, Any]) -> Any:
+        password = attrs.get("password")
+        candidate = super()._candidate({k: v for k, v in attrs.items() if k != "password"})
+        if password:
+            candidate.set_password(password)
+        return candidate
+
+
+class SmtpCredentialViewSet(AuditedModelViewSet):
+    queryset = SmtpCredential.objects.prefetch_related("virtual_servers").all()
+    serializer_class = SmtpCredentialSerializer
+    filterset_fields = ["username", "enabled"]
+    search_fields = ["username"]
+    ordering_fields = ["username", "id", "last_used_at"]
+
+
+class CertificateSerializer(ModelCleanSerializer):
+    private_key_pem = serializers.CharField(
+        write_only=True,
+        required=False,
+        max_length=100_000,
+        trim_whitespace=False,
+        style={"base_template": "textarea.html"},
+        help_text="Write-only: never shown again after upload.",
+    )
+    certificate_pem = serializers.CharField(
+        required=False, max_length=200_000, trim_whitespace=False
+    )
+    is_expired = serializers.BooleanField(read_only=True)
+    generate_self_signed = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        default=False,
+        help_text="Create a self-signed certificate for common_name instead of uploading PEM.",
+    )
+    common_name = serializers.CharField(write_only=True, required=False, max_length=253)
+    alt_names = serializers.ListField(
+        child=serializers.CharField(max_length=253),
+        write_only=True,
+        required=False,
+        max_length=100,
+    )
+
+    class Meta:
+        model = Certificate
+        fields = [
+            "id",
+            "name",
+            "certificate_pem",
+            "private_key_pem",
+            "subject",
+            "issuer",
+            "sans",
+            "not_before",
+            "not_after",
+            "fingerprint_sha256",
+            "is_expired",
+            "created_at",
+            "generate_self_signed",
+            "common_name",
+            "alt_names",
+        ]
+        read_only_fields = [
+            "subject",
+            "issuer",
+            "sans",
+            "not_before",
+            "not_after",
+            "fingerprint_sha256",
+            "created_at",
+        ]
+
+    _generated = ("generate_self_signed", "common_name", "alt_names")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("generate_self_signed"):
+            if self.instance is not None:
+                raise serializers.ValidationError(
+                    {"generate_self_signed": ["Generate a new certificate instead."]}
+                )
+            if not attrs.get("common_name"):
+                raise serializers.ValidationError(
+                    {"common_name": ["A self-signed certificate needs a common name."]}
+                )
+        elif self.instance is None:
+            missing = {
+                f: ["Paste the PEM text, or generate a self-signed certificate."]
+                for f in ("certificate_pem", "private_key_pem")
+                if not attrs.get(f)
+            }
+            if missing:
+                raise serializers.ValidationError(missing)
+        return super().validate(attrs)
+
+    def _candidate(self, attrs: dict[str, Any]) -> Any:
+        plain = {k: v for k, v in attrs.items() if k not in self._generated}
+        if attrs.get("generate_self_signed"):
+            from django.core.exceptions import ValidationError as DjangoValidationError
+
+            try:
+                generated = Certificate.generate_self_signed(
+                    name=attrs.get("name", ""),
+                    common_name=attrs["common_name"],
+                    alt_names=attrs.get("alt_names", []),
+                )
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"common_name": exc.messages}) from None
+            plain["certificate_pem"] = generated.certificate_pem
+            plain["private_key_pem"] = generated.private_key_pem
+        return super()._candidate(plain)
+
+
+class CertificateViewSet(AuditedModelViewSet):
+    queryset = Certificate.objects.all()
+    serializer_class = CertificateSerializer
+    filterset_fields = ["name"]
+    search_fields = ["name", "subject"]
+    ordering_fields = ["name", "id", "not_after"]
+
+
+api.register("routing-groups", RoutingGroupViewSet)
+api.register("servers", ServerViewSet)
+api.register("virtual-servers", VirtualServerViewSet)
+api.register("accepted-domains", AcceptedDomainViewSet)
+api.register("mailboxes", MailboxViewSet)
+api.register("smtp-credentials", SmtpCredentialViewSet)
+api.register("certificates", CertificateViewSet)
