@@ -9,4 +9,5 @@ class SmtpadminConfig(AppConfig):
         from smtpadmin import (
             api_views,  # noqa: F401  (registers organization, users, audit log, token)
             checks,  # noqa: F401  (registers system checks)
+            console,  # noqa: F401  (registers the core's navigation nodes)
         )

@@ -121,3 +121,16 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.object_repr}"
+
+
+class LoginThrottle(models.Model):
+    """Failed console logins per key (user name or client address), shared by all web
+    processes, so guessing passwords is slowed down and then locked out for a while."""
+
+    key = models.CharField(max_length=300, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"

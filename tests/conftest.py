@@ -51,3 +51,9 @@ def client_for(user: User | None) -> APIClient:
 def api_as() -> Any:
     """``api_as(user)`` gives an API client authenticated as that user (None = anonymous)."""
     return client_for
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Real hashers are slow on purpose; the tests check behaviour, not key stretching."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

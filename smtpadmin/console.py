@@ -1,0 +1,66 @@
+"""Console pages of the core: the organization's Message Delivery sheet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import path, reverse
+
+from smtpadmin import views
+from smtpadmin.models import Organization
+from smtpadmin.navigation import Node, navigation
+from smtpadmin.sheets import PropertySheet, Tab
+
+
+class OrganizationSheet(PropertySheet):
+    model = Organization
+    title = "Message Delivery Properties"
+    nav_key = "message-delivery"
+    tabs = [
+        Tab("General", ("name",)),
+        Tab(
+            "Defaults",
+            ("sending_size_limit_kb", "receiving_size_limit_kb", "recipients_limit"),
+            "Organization-wide limits; blank = no limit.",
+        ),
+        Tab(
+            "Sender Filtering",
+            ("blocked_senders", "filter_blank_senders"),
+            "One sender per line: user@example.com or *@example.com.",
+        ),
+        Tab("Recipient Filtering", ("blocked_recipients", "filter_unknown_recipients")),
+        Tab(
+            "Connection Filtering",
+            ("global_accept_list", "global_deny_list", "block_list_providers"),
+            "One IP address or subnet (CIDR) per line.",
+        ),
+        Tab(
+            "Message Tracking",
+            ("message_tracking_enabled", "subject_logging_enabled", "tracking_retention_days"),
+        ),
+        Tab("Outbound", ("outbound_mail_disabled",)),
+    ]
+
+    def get_object(self) -> Organization:
+        return Organization.get()
+
+
+def _global_settings(user: Any) -> list[Node]:
+    return [
+        Node(
+            key="message-delivery",
+            label="Message Delivery",
+            url=reverse("smtpadmin:organization"),
+            icon="settings",
+        )
+    ]
+
+
+navigation.register("global", _global_settings, order=10)
+
+app_name = "smtpadmin"
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("", OrganizationSheet.as_view(), name="organization"),
+]
