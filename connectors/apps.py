@@ -6,4 +6,7 @@ class ConnectorsConfig(AppConfig):
     verbose_name = "Connectors"
 
     def ready(self) -> None:
-        from connectors import api  # noqa: F401  (registers the API viewsets)
+        from connectors import (
+            api,  # noqa: F401  (registers the API viewsets)
+            console,  # noqa: F401  (registers the console's navigation nodes)
+        )

@@ -6,4 +6,7 @@ class ServersConfig(AppConfig):
     verbose_name = "Servers"
 
     def ready(self) -> None:
-        from servers import api  # noqa: F401  (registers the API viewsets)
+        from servers import (
+            api,  # noqa: F401  (registers the API viewsets)
+            console,  # noqa: F401  (registers the console's navigation nodes)
+        )

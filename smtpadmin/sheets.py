@@ -11,15 +11,14 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.forms import modelform_factory
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.generic import TemplateView
 
 from smtpadmin import audit
-from smtpadmin.roles import Role, role_of
+from smtpadmin.access import RoleRequiredMixin
 
 
 class LinesField(forms.Field):
@@ -58,7 +57,7 @@ class Tab:
     description: str = ""
 
 
-class PropertySheet(TemplateView):
+class PropertySheet(RoleRequiredMixin, TemplateView):
     """Subclass with ``model``, ``tabs`` and ``title``; override ``get_object`` for singletons."""
 
     model: ClassVar[type[models.Model]]
@@ -67,21 +66,6 @@ class PropertySheet(TemplateView):
     template_name = "smtpadmin/sheet.html"
     nav_key: ClassVar[str] = ""
     success_url: ClassVar[str] = ""
-    #  Role needed to change (reading needs any role).
-    write_role: ClassVar[Role] = Role.ADMINISTRATOR
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            from django.contrib.auth.views import redirect_to_login
-
-            return redirect_to_login(request.get_full_path())
-        role = role_of(request.user)
-        if role < Role.VIEW_ONLY:
-            raise PermissionDenied("Your account has no administrative role.")
-        self.can_write = role >= self.write_role
-        if request.method not in ("GET", "HEAD") and not self.can_write:
-            raise PermissionDenied("Your role can view this but not change it.")
-        return super().dispatch(request, *args, **kwargs)
 
     # --- hooks ---------------------------------------------------------------------------
     def get_object(self) -> models.Model | None:

@@ -1,0 +1,167 @@
+"""The right pane's contents list (sortable columns, "New" actions) and delete with a
+confirmation that shows what depends on the object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.contrib import messages
+from django.db import models, router, transaction
+from django.db.models import ProtectedError
+from django.db.models.deletion import Collector
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.generic import TemplateView
+
+from smtpadmin import audit
+from smtpadmin.access import RoleRequiredMixin
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    value: Callable[[Any], Any]
+    order_by: str = ""  # the database ordering for this column ("" = not sortable)
+    link: bool = False  # the cell links to the object's sheet
+
+
+@dataclass(frozen=True)
+class Action:
+    label: str
+    url: str
+
+
+class ObjectList(RoleRequiredMixin, TemplateView):
+    """Subclass with ``title``, ``columns``, ``get_queryset`` and ``object_url``."""
+
+    template_name = "smtpadmin/list.html"
+    title: ClassVar[str] = ""
+    nav_key: ClassVar[str] = ""
+    columns: ClassVar[list[Column]]
+    empty_text: ClassVar[str] = "There are no items to show in this view."
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        raise NotImplementedError
+
+    def object_url(self, obj: Any) -> str:
+        return ""
+
+    def actions(self) -> list[Action]:
+        """ "New ..." and similar buttons, shown to roles that may write."""
+        return []
+
+    def sorted_queryset(self) -> tuple[models.QuerySet[Any], str, str]:
+        queryset = self.get_queryset()
+        sort = self.request.GET.get("sort", "")
+        direction = "desc" if self.request.GET.get("dir") == "desc" else "asc"
+        keys = {c.order_by for c in self.columns if c.order_by}
+        if sort in keys:
+            queryset = queryset.order_by(f"{'-' if direction == 'desc' else ''}{sort}", "pk")
+        return queryset, sort, direction
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        queryset, sort, direction = self.sorted_queryset()
+        headers = [
+            {
+                "label": c.label,
+                "sort": c.order_by,
+                "active": c.order_by and c.order_by == sort,
+                "next_dir": "desc" if c.order_by == sort and direction == "asc" else "asc",
+                "dir": direction,
+            }
+            for c in self.columns
+        ]
+        rows = [
+            {
+                "url": self.object_url(obj),
+                "cells": [{"value": c.value(obj), "link": c.link} for c in self.columns],
+            }
+            for obj in queryset
+        ]
+        return super().get_context_data(
+            title=self.title,
+            nav_key=self.nav_key,
+            headers=headers,
+            rows=rows,
+            actions=self.actions() if self.can_write else [],
+            empty_text=self.empty_text,
+            **kwargs,
+        )
+
+
+def _kind(model: type[models.Model]) -> str:
+    return str(model._meta.verbose_name).title()
+
+
+def dependents(instance: models.Model) -> tuple[list[str], list[str]]:
+    """What deleting ``instance`` would also delete, and what prevents it (protected rows)."""
+    collector = Collector(using=router.db_for_write(type(instance)))
+    blocked: list[str] = []
+    try:
+        collector.collect([instance])
+    except ProtectedError as exc:
+        blocked = sorted(f"{_kind(type(obj))}: {obj}" for obj in exc.protected_objects)
+        return [], blocked
+    also: list[str] = []
+    for model, objects in collector.data.items():
+        also.extend(f"{_kind(model)}: {obj}" for obj in objects if obj != instance)
+    return sorted(also), blocked
+
+
+class DeleteConfirm(RoleRequiredMixin, TemplateView):
+    """GET shows the object, what goes with it and what blocks it; POST deletes (audited)."""
+
+    template_name = "smtpadmin/delete.html"
+    model: ClassVar[type[models.Model]]
+    nav_key: ClassVar[str] = ""
+
+    def get_object(self) -> models.Model:
+        return get_object_or_404(self.model, pk=self.kwargs["pk"])
+
+    def success_url(self, instance: models.Model) -> str:
+        raise NotImplementedError
+
+    def problem(self, instance: Any) -> str:
+        """A reason beyond protected rows why this may not be deleted ('' = none)."""
+        return ""
+
+    def links(self, instance: Any) -> list[str]:
+        """Links that disappear with the object (a connector's bridgehead, say)."""
+        return []
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        instance = self.get_object()
+        also, blocked = dependents(instance)
+        problem = self.problem(instance)
+        return super().get_context_data(
+            object=instance,
+            kind=instance._meta.verbose_name,
+            also=also,
+            links=self.links(instance),
+            blocked=blocked,
+            problem=problem,
+            can_delete=self.can_write and not blocked and not problem,
+            nav_key=self.nav_key,
+            title=f"Delete {instance}",
+            **kwargs,
+        )
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        instance = self.get_object()
+        _also, blocked = dependents(instance)
+        problem = self.problem(instance)
+        if blocked or problem:
+            return self.render_to_response(self.get_context_data(), status=409)
+        name = str(instance)
+        target = self.success_url(instance)
+        try:
+            with transaction.atomic():
+                audit.record_delete(request.user, instance)
+                instance.delete()
+        except ProtectedError:
+            # Something started to depend on it since the page was shown.
+            return self.render_to_response(self.get_context_data(), status=409)
+        messages.success(request, f"Deleted {name}.")
+        return redirect(target)
