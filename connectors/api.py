@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from connectors.models import AddressSpace, Connector
+from connectors.models import AddressSpace, Connector, check_address_spaces
 from servers.models import VirtualServer
-from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer
+from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer, StrictFieldsMixin
 from smtpadmin.registry import api
 
 
-class AddressSpaceSerializer(serializers.ModelSerializer):
+class AddressSpaceSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """An SMTP address space: a domain pattern (*, *.example.com, example.com) and a cost."""
+
     type = serializers.CharField(read_only=True)
 
     class Meta:
@@ -22,6 +23,8 @@ class AddressSpaceSerializer(serializers.ModelSerializer):
 
 
 class ConnectorSerializer(ModelCleanSerializer):
+    """An SMTP connector: an outbound route with its address spaces and bridgeheads."""
+
     address_spaces = AddressSpaceSerializer(many=True)
     bridgeheads = serializers.PrimaryKeyRelatedField(
         many=True, queryset=VirtualServer.objects.all(), allow_empty=False
@@ -41,28 +44,12 @@ class ConnectorSerializer(ModelCleanSerializer):
         return bool(obj.outbound_password)
 
     def validate_address_spaces(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not value:
-            raise serializers.ValidationError("A connector needs at least one address space.")
-        cleaned: list[dict[str, Any]] = []
-        errors: list[Any] = []
-        seen: set[str] = set()
-        for entry in value:
-            space = AddressSpace(domain=entry["domain"], cost=entry.get("cost", 1))
-            try:
-                space.clean_fields(exclude=["connector"])
-                space.clean()
-            except DjangoValidationError as exc:
-                errors.append(exc.message_dict)
-                continue
-            if space.domain in seen:
-                errors.append({"domain": [f"'{space.domain}' is listed twice."]})
-                continue
-            seen.add(space.domain)
-            errors.append({})
-            cleaned.append({"domain": space.domain, "cost": space.cost})
-        if any(errors):
-            raise serializers.ValidationError(errors)
-        return cleaned
+        check = check_address_spaces(value)
+        if check.error:
+            raise serializers.ValidationError(check.error)
+        if not check.ok:
+            raise serializers.ValidationError(check.row_errors)
+        return check.cleaned
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         spaces = attrs.pop("address_spaces", None)
@@ -74,10 +61,7 @@ class ConnectorSerializer(ModelCleanSerializer):
     def save_related(self, instance: Any, attrs: dict[str, Any]) -> None:
         super().save_related(instance, {k: v for k, v in attrs.items() if k != "address_spaces"})
         if "address_spaces" in attrs:
-            instance.address_spaces.all().delete()
-            AddressSpace.objects.bulk_create(
-                AddressSpace(connector=instance, **space) for space in attrs["address_spaces"]
-            )
+            instance.set_address_spaces(attrs["address_spaces"])
 
 
 class ConnectorViewSet(AuditedModelViewSet):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -121,6 +123,14 @@ class Connector(models.Model):
     def is_marked_down(self) -> bool:
         return self.down_until is not None and self.down_until > timezone.now()
 
+    def set_address_spaces(self, spaces: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the address spaces with entries already checked by ``check_address_spaces``."""
+        self.address_spaces.all().delete()
+        AddressSpace.objects.bulk_create(
+            AddressSpace(connector=self, domain=space["domain"], cost=space["cost"])
+            for space in spaces
+        )
+
     def audit_extra(self) -> dict[str, str]:
         if self.pk is None:
             return {}
@@ -187,7 +197,9 @@ def _normalize_domains(values: object) -> list[str]:
 class AddressSpace(models.Model):
     """An SMTP address space of a connector: a domain pattern and its cost."""
 
-    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="address_spaces")
+    connector = models.ForeignKey(
+        Connector, on_delete=models.CASCADE, related_name="address_spaces"
+    )
     type = models.CharField(max_length=10, default="SMTP", editable=False)
     domain = models.CharField(max_length=255)
     cost = models.PositiveSmallIntegerField(
@@ -211,3 +223,48 @@ class AddressSpace(models.Model):
             self.domain = normalize_domain_pattern(self.domain)
         except ValidationError as exc:
             raise ValidationError({"domain": exc.messages}) from None
+
+
+NO_ADDRESS_SPACE = "A connector needs at least one address space."
+
+
+@dataclasses.dataclass
+class AddressSpaceCheck:
+    """The outcome of ``check_address_spaces``."""
+
+    cleaned: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Aligned with the entries checked: each one's errors by field ({} = fine).
+    row_errors: list[dict[str, list[str]]] = dataclasses.field(default_factory=list)
+    error: str = ""  # about the list as a whole
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not any(self.row_errors)
+
+
+def check_address_spaces(entries: Sequence[Mapping[str, Any]]) -> AddressSpaceCheck:
+    """The rules for a connector's address spaces, shared by the API and the console: at least
+    one; each pattern valid and normalised, each cost 1-100 (default 1); no pattern twice."""
+    if not entries:
+        return AddressSpaceCheck(error=NO_ADDRESS_SPACE)
+    result = AddressSpaceCheck()
+    seen: set[str] = set()
+    for entry in entries:
+        if "domain" not in entry:
+            # A PATCH makes the nested entries partial too; an entry still needs its domain.
+            result.row_errors.append({"domain": ["This field is required."]})
+            continue
+        space = AddressSpace(domain=entry["domain"], cost=entry.get("cost", 1))
+        try:
+            space.clean_fields(exclude=["connector"])
+            space.clean()
+        except ValidationError as exc:
+            result.row_errors.append(exc.message_dict)
+            continue
+        if space.domain in seen:
+            result.row_errors.append({"domain": [f"'{space.domain}' is listed twice."]})
+            continue
+        seen.add(space.domain)
+        result.row_errors.append({})
+        result.cleaned.append({"domain": space.domain, "cost": space.cost})
+    return result

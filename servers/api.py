@@ -22,12 +22,13 @@ from servers.models import (
     VirtualServer,
 )
 from servers.models.virtual_server import PROFILE_CHOICES, PROFILES
-from smtpadmin import audit
 from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer
 from smtpadmin.registry import api
 
 
 class RoutingGroupSerializer(ModelCleanSerializer):
+    """A routing group: the servers a connector of scope "routing group" is limited to."""
+
     class Meta:
         model = RoutingGroup
         fields = ["id", "name", "created_at"]
@@ -42,6 +43,8 @@ class RoutingGroupViewSet(AuditedModelViewSet):
 
 
 class ServerSerializer(ModelCleanSerializer):
+    """A host running a relay worker; its status comes from the worker's heartbeat."""
+
     status = serializers.CharField(read_only=True)
 
     class Meta:
@@ -70,6 +73,8 @@ class ServerViewSet(AuditedModelViewSet):
 
 
 class VirtualServerSerializer(ModelCleanSerializer):
+    """An SMTP virtual server: one listener (IP address, port) on one server."""
+
     profile = serializers.ChoiceField(
         choices=PROFILE_CHOICES,
         write_only=True,
@@ -109,13 +114,7 @@ class VirtualServerViewSet(AuditedModelViewSet):
     ordering_fields = ["name", "id", "port", "server__name"]
 
     def delete_problem(self, instance: VirtualServer) -> str:
-        only = [c.name for c in instance.connectors.all() if c.bridgeheads.count() == 1]
-        if only:
-            return (
-                f"'{instance}' is the only bridgehead of: {', '.join(sorted(only))}. "
-                "Add another bridgehead to those connectors or delete them first."
-            )
-        return ""
+        return instance.delete_problem()
 
     def _set_state(self, request: Request, state: str) -> Response:
         virtual_server = self.get_object()
@@ -142,6 +141,12 @@ class VirtualServerViewSet(AuditedModelViewSet):
 
 
 class AcceptedDomainSerializer(ModelCleanSerializer):
+    """A domain this organization receives mail for. Making one the default takes the flag
+    from the previous default."""
+
+    # The view moves the flag from the old default, so "one default" is not a validation error.
+    constraints_enforced_by_view = ("is_default",)
+
     class Meta:
         model = AcceptedDomain
         fields = ["id", "domain", "type", "is_default", "created_at", "modified_at"]
@@ -158,28 +163,19 @@ class AcceptedDomainViewSet(AuditedModelViewSet):
     def perform_create(self, serializer: Any) -> None:
         with transaction.atomic():
             if serializer.validated_data.get("is_default"):
-                _clear_default_domain(self.request.user)
+                AcceptedDomain.clear_default(by=self.request.user)
             super().perform_create(serializer)
 
     def perform_update(self, serializer: Any) -> None:
         with transaction.atomic():
             if serializer.validated_data.get("is_default"):
-                _clear_default_domain(self.request.user, keep=serializer.instance.pk)
+                AcceptedDomain.clear_default(by=self.request.user, keep=serializer.instance.pk)
             super().perform_update(serializer)
 
 
-def _clear_default_domain(user: Any, keep: Any = None) -> None:
-    """Making a domain the default takes the flag from the previous one (there is one)."""
-    for previous in (
-        AcceptedDomain.objects.select_for_update().filter(is_default=True).exclude(pk=keep)
-    ):
-        before = audit.snapshot(previous)
-        previous.is_default = False
-        previous.save(update_fields=["is_default", "modified_at"])
-        audit.record_update(user, before, previous)
-
-
 class MailboxSerializer(ModelCleanSerializer):
+    """A local recipient in an authoritative accepted domain (the domain is derived)."""
+
     domain: Any = serializers.PrimaryKeyRelatedField(read_only=True)
 
     class Meta:
@@ -197,6 +193,8 @@ class MailboxViewSet(AuditedModelViewSet):
 
 
 class SmtpCredentialSerializer(ModelCleanSerializer):
+    """A user name and password that SMTP clients present with AUTH PLAIN / LOGIN."""
+
     password = serializers.CharField(
         write_only=True,
         required=False,
@@ -245,6 +243,8 @@ class SmtpCredentialViewSet(AuditedModelViewSet):
 
 
 class CertificateSerializer(ModelCleanSerializer):
+    """A TLS certificate chain and its private key (write-only: never shown again)."""
+
     private_key_pem = serializers.CharField(
         write_only=True,
         required=False,
@@ -312,7 +312,13 @@ class CertificateSerializer(ModelCleanSerializer):
                 raise serializers.ValidationError(
                     {"common_name": ["A self-signed certificate needs a common name."]}
                 )
-        elif self.instance is None:
+        else:
+            ignored = [f for f in ("common_name", "alt_names") if f in attrs]
+            if ignored:
+                raise serializers.ValidationError(
+                    {f: ["This applies only with generate_self_signed."] for f in ignored}
+                )
+        if not attrs.get("generate_self_signed") and self.instance is None:
             missing = {
                 f: ["Paste the PEM text, or generate a self-signed certificate."]
                 for f in ("certificate_pem", "private_key_pem")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import ProtectedError
 from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.response import Response
+from rest_framework.validators import UniqueValidator
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from smtpadmin import audit
@@ -27,7 +30,34 @@ def as_drf_validation_error(exc: DjangoValidationError) -> ValidationError:
     return ValidationError({"non_field_errors": exc.messages})
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """Error data with lone surrogates escaped: echoed input must not make the answer
+    unencodable (UTF-8 cannot carry them, and the renderer would fail with a 500)."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(v) for v in value]
+    return value
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RecursionError):
+        # json.loads gives up on deeply nested input with RecursionError, not ValueError,
+        # so DRF's parser lets it through.
+        exc = ParseError("JSON parse error - the document is nested too deeply.")
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer with its HTML error page; scripts expect JSON.
+        return Response(
+            {"detail": "The request body is too large."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DjangoValidationError):
         exc = as_drf_validation_error(exc)
     elif isinstance(exc, IntegrityError):
@@ -43,7 +73,34 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"detail": "The database could not store this value."},
             status=status.HTTP_400_BAD_REQUEST,
         )
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        if isinstance(response.data, list):
+            # A bare message list (from a filter backend, say): answer an object like every
+            # other validation error.
+            response.data = {"non_field_errors": response.data}
+        response.data = _without_surrogates(response.data)
+    return response
+
+
+def unstorable_text(value: Any) -> str:
+    """Why a submitted value (text, or text anywhere inside a JSON list or object) cannot be
+    stored: PostgreSQL refuses NUL characters in text and JSON, and UTF-8 cannot encode lone
+    surrogates. '' = it can be stored."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "Null characters are not allowed."
+        if _SURROGATE.search(value):
+            return "Surrogate characters are not allowed."
+        return ""
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple):
+        for item in value:
+            problem = unstorable_text(item)
+            if problem:
+                return problem
+    return ""
 
 
 class StrictFieldsMixin:
@@ -53,16 +110,45 @@ class StrictFieldsMixin:
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))  # type: ignore[attr-defined]
+            fields = self.fields  # type: ignore[attr-defined]
+            unknown = sorted(set(data) - set(fields))
             if unknown:
                 raise ValidationError({name: ["This field does not exist."] for name in unknown})
+            # Also inside JSON lists (relay lists, sender lists): a value that could not be
+            # stored, or that would make every later answer unencodable, is refused here.
+            problems = {
+                name: [problem]
+                for name, value in data.items()
+                if not fields[name].read_only and (problem := unstorable_text(value))
+            }
+            if problems:
+                raise ValidationError(problems)
         return super().to_internal_value(data)  # type: ignore[misc]
 
 
 class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """A ModelSerializer that validates through the model's ``full_clean()`` (the one place
     where the rules live) and saves the very instance it validated, so values normalised by
-    ``clean()`` (domains, smart hosts, address lists) are what gets stored."""
+    ``clean()`` (domains, smart hosts, address lists) are what gets stored.
+
+    DRF's own uniqueness validators are left out: they would compare the raw value (before
+    ``clean()`` normalises it) and report a unique set as a non-field error, while
+    ``full_clean()`` checks the stored form and names the field.
+    """
+
+    #: Fields whose constraints the view enforces itself (moving a "default" flag, say).
+    constraints_enforced_by_view: tuple[str, ...] = ()
+
+    def get_validators(self) -> list[Any]:
+        return list(getattr(getattr(self, "Meta", None), "validators", []))
+
+    def build_standard_field(self, field_name: str, model_field: Any) -> Any:
+        field_class, kwargs = super().build_standard_field(field_name, model_field)
+        if "validators" in kwargs:
+            kwargs["validators"] = [
+                v for v in kwargs["validators"] if not isinstance(v, UniqueValidator)
+            ]
+        return field_class, kwargs
 
     def _candidate(self, attrs: dict[str, Any]) -> Any:
         model: Any = self.Meta.model
@@ -85,7 +171,7 @@ class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         candidate = self._candidate(attrs)
         self.before_clean(candidate, attrs)
         try:
-            candidate.full_clean()
+            candidate.full_clean(exclude=self.constraints_enforced_by_view or None)
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from None
         self.after_clean(candidate, attrs)

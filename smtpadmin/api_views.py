@@ -24,10 +24,18 @@ from smtpadmin.api import (
 )
 from smtpadmin.models import AuditEntry, Organization
 from smtpadmin.registry import api
-from smtpadmin.roles import GROUP_ROLES, ROLE_SLUGS, Role, role_from_slug, set_role
+from smtpadmin.roles import ROLE_SLUGS, Role, role_from_slug, set_role
+from smtpadmin.users import (
+    last_full_administrator_problem,
+    record_user_change,
+    stored_role,
+    user_snapshot,
+)
 
 
 class OrganizationSerializer(ModelCleanSerializer):
+    """The organization's global message delivery limits, filtering and tracking."""
+
     class Meta:
         model = Organization
         exclude = ["id"]
@@ -53,13 +61,15 @@ class RoleField(serializers.ChoiceField):
     """The user's role as a slug; read from and written to group membership."""
 
     def to_representation(self, value: Any) -> str:
-        return ROLE_SLUGS[_stored_role(value)]
+        return ROLE_SLUGS[stored_role(value)]
 
     def to_internal_value(self, data: Any) -> Any:
         return {"role": super().to_internal_value(data)}
 
 
 class UserSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A console and API user with one role; the password is write-only."""
+
     role = RoleField(
         choices=[ROLE_SLUGS[r] for r in Role],
         source="*",
@@ -123,30 +133,6 @@ class UserSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return instance
 
 
-def _stored_role(user: User) -> Role:
-    """The role a (possibly inactive) user holds by group membership."""
-    if user.is_superuser:
-        return Role.FULL
-    names = user.groups.values_list("name", flat=True)
-    return max((GROUP_ROLES[n] for n in names if n in GROUP_ROLES), default=Role.NONE)
-
-
-def _user_snapshot(user: User) -> dict[str, str]:
-    values = {
-        "username": user.username,
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "is_active": "yes" if user.is_active else "no",
-        "role": _stored_role(user).label,
-    }
-    # A digest, so a password change is seen as "changed" without the hash reaching the log.
-    import hashlib
-
-    values["password"] = hashlib.sha256(user.password.encode()).hexdigest()
-    return values
-
-
 class UserViewSet(AuditedModelViewSet):
     """Users and their roles. Reading needs any role; changes need Full Administrator."""
 
@@ -157,65 +143,38 @@ class UserViewSet(AuditedModelViewSet):
     search_fields = ["username", "email", "first_name", "last_name"]
     ordering_fields = ["username", "id", "last_login"]
 
-    def _full_admins_left(self, without: User) -> int:
-        return sum(
-            1
-            for u in User.objects.filter(is_active=True).exclude(pk=without.pk)
-            if _stored_role(u) is Role.FULL
-        )
-
     def perform_create(self, serializer: Any) -> None:
         with transaction.atomic():
             user = serializer.save()
-            _record_user(self.request.user, {}, user, create=True)
+            record_user_change(self.request.user, {}, user, create=True)
 
     def perform_update(self, serializer: Any) -> None:
         user = serializer.instance
         data = serializer.validated_data
-        demoted = "role" in data and data["role"] != ROLE_SLUGS[Role.FULL]
-        deactivated = data.get("is_active") is False
-        losing_full = (demoted or deactivated) and _stored_role(user) is Role.FULL
-        if losing_full and not self._full_admins_left(user):
-            raise Conflict("This is the last active Full Administrator; keep at least one.")
+        problem = last_full_administrator_problem(
+            user,
+            role=role_from_slug(data["role"]) if "role" in data else None,
+            is_active=data.get("is_active"),
+        )
+        if problem:
+            raise Conflict(problem)
         with transaction.atomic():
-            before = _user_snapshot(user)
+            before = user_snapshot(user)
             user = serializer.save()
-            _record_user(self.request.user, before, user)
+            record_user_change(self.request.user, before, user)
 
     def perform_destroy(self, instance: User) -> None:
-        if _stored_role(instance) is Role.FULL and not self._full_admins_left(instance):
-            raise Conflict("This is the last active Full Administrator; keep at least one.")
+        problem = last_full_administrator_problem(instance, delete=True)
+        if problem:
+            raise Conflict(problem)
         with transaction.atomic():
             audit.record_delete(self.request.user, instance)
             instance.delete()
 
 
-def _record_user(by: Any, before: dict[str, str], user: User, create: bool = False) -> None:
-    after = _user_snapshot(user)
-    action = AuditEntry.Action.CREATE if create else AuditEntry.Action.UPDATE
-    rows = []
-    for field, value in after.items():
-        if before.get(field, "") == value:
-            continue
-        shown_old = "" if field == "password" or create else before.get(field, "")
-        shown_new = "changed" if field == "password" else value
-        rows.append(
-            AuditEntry(
-                user=by if by.is_authenticated else None,
-                username=by.get_username(),
-                action=action,
-                object_type="User",
-                object_id=str(user.pk),
-                object_repr=user.username,
-                field=field,
-                old_value=shown_old,
-                new_value=shown_new,
-            )
-        )
-    AuditEntry.objects.bulk_create(rows)
-
-
 class AuditEntrySerializer(serializers.ModelSerializer):
+    """One changed field of one object: who, when, what, old -> new."""
+
     class Meta:
         model = AuditEntry
         fields = [
@@ -247,6 +206,9 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = AuditEntry.objects.all()
     serializer_class = AuditEntrySerializer
+    # Nobody writes the log through the API: anyone who may read it is told so with a 405
+    # (the permission check comes before the method check, so the bar must be the read bar).
+    write_role = Role.VIEW_ONLY
     filterset_class = AuditEntryFilter
     search_fields = ["object_repr", "username", "field"]
     ordering_fields = ["at", "id"]
@@ -264,10 +226,10 @@ class TokenView(ObtainAuthToken):
 
     @extend_schema(
         request=inline_serializer(
-            "TokenRequest",
+            "TokenCredentials",
             {"username": serializers.CharField(), "password": serializers.CharField()},
         ),
-        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+        responses=inline_serializer("Token", {"token": serializers.CharField()}),
     )
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         return super().post(request, *args, **kwargs)

@@ -32,7 +32,9 @@ def snapshot(instance: models.Model) -> dict[str, str]:
     skip: set[str] = set(getattr(instance, "audit_skip_fields", ())) | {"id"}
     values: dict[str, str] = {}
     for field in instance._meta.concrete_fields:
-        if field.name in skip:
+        # Timestamps the database keeps by itself are not changes anyone made.
+        automatic = getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+        if field.name in skip or automatic:
             continue
         raw = getattr(instance, field.attname)
         if field.name in secret_fields:

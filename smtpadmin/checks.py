@@ -10,13 +10,12 @@ from django.core.checks import CheckMessage, Warning, register
 
 @register()
 def check_secret_key(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    import os
-
-    if not os.environ.get("SECRET_KEY") and not settings.DEBUG:
+    if len(settings.SECRET_KEY) < 32:
         return [
             Warning(
-                "SECRET_KEY is not set; a random key is used and logins end at every restart.",
-                hint="Set SECRET_KEY in the environment (.env for docker-compose).",
+                "SECRET_KEY is shorter than 32 characters.",
+                hint="Use a long random value, e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(50))'.",
                 id="smtpadmin.W001",
             )
         ]

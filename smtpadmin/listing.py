@@ -29,8 +29,11 @@ class Column:
 
 @dataclass(frozen=True)
 class Action:
+    """A toolbar button: a link (GET) or a small form (POST, for Start / Stop / Pause)."""
+
     label: str
     url: str
+    method: str = "get"
 
 
 class ObjectList(RoleRequiredMixin, TemplateView):
@@ -50,6 +53,10 @@ class ObjectList(RoleRequiredMixin, TemplateView):
 
     def actions(self) -> list[Action]:
         """ "New ..." and similar buttons, shown to roles that may write."""
+        return []
+
+    def row_actions(self, obj: Any) -> list[Action]:
+        """Buttons in a row (POST actions such as Start / Pause), shown to roles that may write."""
         return []
 
     def sorted_queryset(self) -> tuple[models.QuerySet[Any], str, str]:
@@ -77,6 +84,7 @@ class ObjectList(RoleRequiredMixin, TemplateView):
             {
                 "url": self.object_url(obj),
                 "cells": [{"value": c.value(obj), "link": c.link} for c in self.columns],
+                "actions": self.row_actions(obj) if self.can_write else [],
             }
             for obj in queryset
         ]
@@ -85,6 +93,7 @@ class ObjectList(RoleRequiredMixin, TemplateView):
             nav_key=self.nav_key,
             headers=headers,
             rows=rows,
+            has_row_actions=any(row["actions"] for row in rows),
             actions=self.actions() if self.can_write else [],
             empty_text=self.empty_text,
             **kwargs,
@@ -143,6 +152,7 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
             blocked=blocked,
             problem=problem,
             can_delete=self.can_write and not blocked and not problem,
+            can_write=self.can_write,
             nav_key=self.nav_key,
             title=f"Delete {instance}",
             **kwargs,

@@ -60,6 +60,10 @@ class Organization(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.id = 1
+        super().save(*args, **kwargs)
+
     @classmethod
     def get(cls) -> Organization:
         organization, _ = cls.objects.get_or_create(id=1)
@@ -83,10 +87,6 @@ class Organization(models.Model):
             errors["block_list_providers"] = ["Enter a list of DNS suffixes (zen.example.org)."]
         if errors:
             raise ValidationError(errors)
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        self.id = 1
-        super().save(*args, **kwargs)
 
 
 class AuditEntry(models.Model):

@@ -50,12 +50,19 @@ SECTIONS = [
 class Navigation:
     def __init__(self) -> None:
         self._providers: dict[str, list[tuple[int, Provider]]] = {key: [] for key, *_ in SECTIONS}
+        self._section_urls: dict[str, Callable[[], str]] = {}
 
     def register(self, section: str, provider: Provider, order: int = 50) -> None:
         if section not in self._providers:
             raise KeyError(f"unknown navigation section {section!r}")
         self._providers[section].append((order, provider))
         self._providers[section].sort(key=lambda item: item[0])
+
+    def link_section(self, section: str, url: Callable[[], str]) -> None:
+        """The page a section node opens (its contents list, like the Servers container)."""
+        if section not in self._providers:
+            raise KeyError(f"unknown navigation section {section!r}")
+        self._section_urls[section] = url
 
     def tree(self, user: Any, organization_name: str, organization_url: str) -> Node | None:
         role = role_of(user)
@@ -66,8 +73,10 @@ class Navigation:
             children = [
                 node for _order, provider in self._providers[key] for node in provider(user)
             ]
-            if children:
-                sections.append(Node(key=key, label=label, icon=icon, children=children))
+            link = self._section_urls.get(key)
+            if children or link:
+                url = link() if link else ""
+                sections.append(Node(key=key, label=label, url=url, icon=icon, children=children))
         root = Node(
             key="organization",
             label=organization_name,

@@ -3,6 +3,7 @@ environment (see README "Configuration"); everything else is fixed here."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -16,8 +17,29 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, broker folders, Maildirs, logs).
 VAR_DIR = Path(env_str("SMTPADMIN_VAR_DIR", str(BASE_DIR / "var")))
 
-# A generated key is fine for a demo but sessions do not survive a restart; set SECRET_KEY.
-SECRET_KEY = env_str("SECRET_KEY", "") or secrets.token_urlsafe(50)
+
+def _secret_key() -> str:
+    """SECRET_KEY, else one generated once into var/secret_key (mode 600), so that the
+    embedded setup's processes agree on it and logins survive a restart."""
+    key = env_str("SECRET_KEY", "")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(key)
+        except FileExistsError:  # another process got there first: use its key
+            return path.read_text().strip()
+        return key
+
+
+# Signs sessions and CSRF tokens; default: generated once into var/secret_key.
+SECRET_KEY = _secret_key()
 # Development conveniences (tracebacks in pages); never on in production.
 DEBUG = env_bool("DEBUG", False)
 # Host names the web console answers to.
@@ -51,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files without a separate server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -176,6 +199,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
     {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
+        "control_folder": str(_BROKER_DIR / "control"),
         "processed_folder": str(_BROKER_DIR / "processed"),
         "store_processed": False,
     }

@@ -138,7 +138,8 @@ class SmartHost:
 
 
 def _parse_port(text: str, entry: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    # str.isdigit() is true for "²" (which int() refuses) and for non-ASCII digits.
+    if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= 65535:
         raise ValidationError(f"'{entry}': the port must be a number from 1 to 65535.")
     return int(text)
 
@@ -221,7 +222,11 @@ def parse_host_entry(value: str, allow_domain: bool = True) -> tuple[HostEntryKi
         raise ValidationError(f"'{value}' is not an IP address or subnet.")
     if re.fullmatch(r"[\d.]+", text):
         raise ValidationError(f"'{value}' is not a valid IP address.")
-    return "domain", normalize_domain_pattern(text.removeprefix("."))
+    name = text.removeprefix(".")
+    if name == "*":
+        # It would match every client with a reverse DNS name: an open relay in a relay list.
+        raise ValidationError(f"'{value}' matches every client; enter a domain name.")
+    return "domain", normalize_domain_pattern(name)
 
 
 def normalize_host_list(values: object, allow_domain: bool = True) -> list[str]:

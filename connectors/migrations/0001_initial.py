@@ -6,74 +6,237 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('servers', '0001_initial'),
+        ("servers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Connector',
+            name="Connector",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('use_dns', models.BooleanField(default=True, verbose_name='Use DNS to route to each address space')),
-                ('smart_hosts', models.CharField(blank=True, max_length=1000)),
-                ('scope', models.CharField(choices=[('organization', 'Entire organization'), ('routing_group', 'Routing group')], default='organization', max_length=20)),
-                ('allow_relay', models.BooleanField(default=False, verbose_name='Allow messages to be relayed to these domains')),
-                ('restrictions_enforced', models.BooleanField(default=False, verbose_name='Enforce delivery restrictions')),
-                ('accept_by_default', models.BooleanField(default=True, verbose_name='Messages from everyone are accepted')),
-                ('sender_exceptions', models.JSONField(blank=True, default=list)),
-                ('allow_priority_high', models.BooleanField(default=True)),
-                ('allow_priority_normal', models.BooleanField(default=True)),
-                ('allow_priority_low', models.BooleanField(default=True)),
-                ('allow_system_messages', models.BooleanField(default=True)),
-                ('allow_non_system_messages', models.BooleanField(default=True)),
-                ('max_message_size_kb', models.PositiveIntegerField(blank=True, help_text='Blank = any size', null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('schedule_mode', models.CharField(choices=[('always', 'Always run'), ('never', 'Never run'), ('every_1h', 'Run every hour'), ('every_2h', 'Run every 2 hours'), ('every_4h', 'Run every 4 hours'), ('daily', 'Run daily at'), ('custom', 'Use custom schedule')], default='always', max_length=10)),
-                ('schedule_daily_time', models.TimeField(blank=True, null=True)),
-                ('schedule_grid', models.CharField(blank=True, max_length=672)),
-                ('oversize_schedule_enabled', models.BooleanField(default=False)),
-                ('oversize_threshold_kb', models.PositiveIntegerField(default=2000, validators=[django.core.validators.MinValueValidator(1)])),
-                ('oversize_schedule_mode', models.CharField(choices=[('always', 'Always run'), ('never', 'Never run'), ('every_1h', 'Run every hour'), ('every_2h', 'Run every 2 hours'), ('every_4h', 'Run every 4 hours'), ('daily', 'Run daily at'), ('custom', 'Use custom schedule')], default='always', max_length=10)),
-                ('oversize_schedule_daily_time', models.TimeField(blank=True, null=True)),
-                ('oversize_schedule_grid', models.CharField(blank=True, max_length=672)),
-                ('queue_for_remote_delivery', models.BooleanField(default=False, verbose_name='Queue mail for remote triggered delivery (ETRN)')),
-                ('send_helo', models.BooleanField(default=False, verbose_name='Send HELO instead of EHLO')),
-                ('outbound_auth', models.CharField(choices=[('anonymous', 'Anonymous access'), ('basic', 'Basic authentication')], default='anonymous', max_length=10)),
-                ('outbound_username', models.CharField(blank=True, max_length=200)),
-                ('outbound_password', models.CharField(blank=True, max_length=500)),
-                ('tls_mode', models.CharField(choices=[('none', 'No TLS'), ('opportunistic', 'TLS when offered'), ('required', 'TLS required')], default='none', max_length=15)),
-                ('tls_verify', models.BooleanField(default=True, verbose_name='Verify the remote certificate')),
-                ('etrn_request', models.CharField(choices=[('none', 'Do not send ETRN/TURN'), ('on_send', 'Request ETRN/TURN when sending messages')], default='none', max_length=10)),
-                ('etrn_domains', models.JSONField(blank=True, default=list)),
-                ('admin_note', models.TextField(blank=True, verbose_name='Administrative note')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('modified_at', models.DateTimeField(auto_now=True)),
-                ('down_until', models.DateTimeField(blank=True, null=True)),
-                ('down_reason', models.CharField(blank=True, max_length=300)),
-                ('bridgeheads', models.ManyToManyField(help_text='Local bridgeheads', related_name='connectors', to='servers.virtualserver')),
-                ('routing_group', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='connectors', to='servers.routinggroup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "use_dns",
+                    models.BooleanField(
+                        default=True, verbose_name="Use DNS to route to each address space"
+                    ),
+                ),
+                ("smart_hosts", models.CharField(blank=True, max_length=1000)),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[
+                            ("organization", "Entire organization"),
+                            ("routing_group", "Routing group"),
+                        ],
+                        default="organization",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "allow_relay",
+                    models.BooleanField(
+                        default=False, verbose_name="Allow messages to be relayed to these domains"
+                    ),
+                ),
+                (
+                    "restrictions_enforced",
+                    models.BooleanField(
+                        default=False, verbose_name="Enforce delivery restrictions"
+                    ),
+                ),
+                (
+                    "accept_by_default",
+                    models.BooleanField(
+                        default=True, verbose_name="Messages from everyone are accepted"
+                    ),
+                ),
+                ("sender_exceptions", models.JSONField(blank=True, default=list)),
+                ("allow_priority_high", models.BooleanField(default=True)),
+                ("allow_priority_normal", models.BooleanField(default=True)),
+                ("allow_priority_low", models.BooleanField(default=True)),
+                ("allow_system_messages", models.BooleanField(default=True)),
+                ("allow_non_system_messages", models.BooleanField(default=True)),
+                (
+                    "max_message_size_kb",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Blank = any size",
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "schedule_mode",
+                    models.CharField(
+                        choices=[
+                            ("always", "Always run"),
+                            ("never", "Never run"),
+                            ("every_1h", "Run every hour"),
+                            ("every_2h", "Run every 2 hours"),
+                            ("every_4h", "Run every 4 hours"),
+                            ("daily", "Run daily at"),
+                            ("custom", "Use custom schedule"),
+                        ],
+                        default="always",
+                        max_length=10,
+                    ),
+                ),
+                ("schedule_daily_time", models.TimeField(blank=True, null=True)),
+                ("schedule_grid", models.CharField(blank=True, max_length=672)),
+                ("oversize_schedule_enabled", models.BooleanField(default=False)),
+                (
+                    "oversize_threshold_kb",
+                    models.PositiveIntegerField(
+                        default=2000, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "oversize_schedule_mode",
+                    models.CharField(
+                        choices=[
+                            ("always", "Always run"),
+                            ("never", "Never run"),
+                            ("every_1h", "Run every hour"),
+                            ("every_2h", "Run every 2 hours"),
+                            ("every_4h", "Run every 4 hours"),
+                            ("daily", "Run daily at"),
+                            ("custom", "Use custom schedule"),
+                        ],
+                        default="always",
+                        max_length=10,
+                    ),
+                ),
+                ("oversize_schedule_daily_time", models.TimeField(blank=True, null=True)),
+                ("oversize_schedule_grid", models.CharField(blank=True, max_length=672)),
+                (
+                    "queue_for_remote_delivery",
+                    models.BooleanField(
+                        default=False,
+                        verbose_name="Queue mail for remote triggered delivery (ETRN)",
+                    ),
+                ),
+                (
+                    "send_helo",
+                    models.BooleanField(default=False, verbose_name="Send HELO instead of EHLO"),
+                ),
+                (
+                    "outbound_auth",
+                    models.CharField(
+                        choices=[
+                            ("anonymous", "Anonymous access"),
+                            ("basic", "Basic authentication"),
+                        ],
+                        default="anonymous",
+                        max_length=10,
+                    ),
+                ),
+                ("outbound_username", models.CharField(blank=True, max_length=200)),
+                ("outbound_password", models.CharField(blank=True, max_length=500)),
+                (
+                    "tls_mode",
+                    models.CharField(
+                        choices=[
+                            ("none", "No TLS"),
+                            ("opportunistic", "TLS when offered"),
+                            ("required", "TLS required"),
+                        ],
+                        default="none",
+                        max_length=15,
+                    ),
+                ),
+                (
+                    "tls_verify",
+                    models.BooleanField(default=True, verbose_name="Verify the remote certificate"),
+                ),
+                (
+                    "etrn_request",
+                    models.CharField(
+                        choices=[
+                            ("none", "Do not send ETRN/TURN"),
+                            ("on_send", "Request ETRN/TURN when sending messages"),
+                        ],
+                        default="none",
+                        max_length=10,
+                    ),
+                ),
+                ("etrn_domains", models.JSONField(blank=True, default=list)),
+                ("admin_note", models.TextField(blank=True, verbose_name="Administrative note")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("modified_at", models.DateTimeField(auto_now=True)),
+                ("down_until", models.DateTimeField(blank=True, null=True)),
+                ("down_reason", models.CharField(blank=True, max_length=300)),
+                (
+                    "bridgeheads",
+                    models.ManyToManyField(
+                        help_text="Local bridgeheads",
+                        related_name="connectors",
+                        to="servers.virtualserver",
+                    ),
+                ),
+                (
+                    "routing_group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="connectors",
+                        to="servers.routinggroup",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AddressSpace',
+            name="AddressSpace",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(default='SMTP', editable=False, max_length=10)),
-                ('domain', models.CharField(max_length=255)),
-                ('cost', models.PositiveSmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
-                ('connector', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='address_spaces', to='connectors.connector')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("type", models.CharField(default="SMTP", editable=False, max_length=10)),
+                ("domain", models.CharField(max_length=255)),
+                (
+                    "cost",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                (
+                    "connector",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="address_spaces",
+                        to="connectors.connector",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['domain'],
-                'constraints': [models.UniqueConstraint(fields=('connector', 'domain'), name='address_space_unique'), models.CheckConstraint(condition=models.Q(('cost__gte', 1), ('cost__lte', 100)), name='address_space_cost_range')],
+                "ordering": ["domain"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("connector", "domain"), name="address_space_unique"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("cost__gte", 1), ("cost__lte", 100)),
+                        name="address_space_cost_range",
+                    ),
+                ],
             },
         ),
     ]

@@ -54,17 +54,46 @@ class AcceptedDomain(models.Model):
             )
         if self.is_default and self.domain.startswith("*"):
             raise ValidationError({"is_default": "The default domain cannot be a wildcard."})
-        if self.pk and self.type != self.Type.AUTHORITATIVE:
-            if Mailbox.objects.filter(domain=self).exists():
+        if (
+            self.pk
+            and self.type != self.Type.AUTHORITATIVE
+            and Mailbox.objects.filter(domain=self).exists()
+        ):
+            raise ValidationError(
+                {"type": "Mailboxes exist in this domain; only an authoritative domain has them."}
+            )
+        if self.pk:
+            # A new name must still cover the mailboxes already in this domain.
+            addresses = Mailbox.objects.filter(domain=self).values_list("address", flat=True)
+            stranded = [
+                a for a in addresses if not pattern_matches(self.domain, a.rpartition("@")[2])
+            ]
+            if stranded:
+                shown = ", ".join(stranded[:3])
                 raise ValidationError(
-                    {"type": "Mailboxes exist in this domain; only an authoritative domain has them."}
+                    {"domain": f"Mailboxes exist outside '{self.domain}': {shown}."}
                 )
 
     @classmethod
-    def match(cls, domain: str, domains: list[AcceptedDomain] | None = None) -> AcceptedDomain | None:
+    def clear_default(cls, by: Any = None, keep: Any = None) -> None:
+        """Take the default flag from the current default (there is one at most), audited;
+        called in the transaction that makes another domain (``keep``, or a new one) the default."""
+        from smtpadmin import audit
+
+        for previous in cls.objects.select_for_update().filter(is_default=True).exclude(pk=keep):
+            before = audit.snapshot(previous)
+            previous.is_default = False
+            previous.save(update_fields=["is_default", "modified_at"])
+            audit.record_update(by, before, previous)
+
+    @classmethod
+    def match(
+        cls, domain: str, domains: list[AcceptedDomain] | None = None
+    ) -> AcceptedDomain | None:
         """The most specific accepted domain covering ``domain`` (normalised), if any."""
         candidates = [
-            d for d in (domains if domains is not None else cls.objects.all())
+            d
+            for d in (domains if domains is not None else cls.objects.all())
             if pattern_matches(d.domain, domain)
         ]
         return max(candidates, key=lambda d: pattern_specificity(d.domain), default=None)

@@ -38,7 +38,9 @@ class Server(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     fqdn = models.CharField("FQDN", max_length=253, blank=True)
-    routing_group = models.ForeignKey(RoutingGroup, on_delete=models.PROTECT, related_name="servers")
+    routing_group = models.ForeignKey(
+        RoutingGroup, on_delete=models.PROTECT, related_name="servers"
+    )
     drop_directory = models.CharField(
         max_length=500,
         blank=True,

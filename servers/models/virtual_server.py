@@ -3,6 +3,7 @@ property sheet (General, Access, Messages, Delivery)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -151,7 +152,9 @@ class VirtualServer(models.Model):
     outbound_delay_notification_minutes = models.PositiveIntegerField(
         default=12 * 60, validators=MINUTES
     )
-    outbound_expiration_minutes = models.PositiveIntegerField(default=2 * 24 * 60, validators=MINUTES)
+    outbound_expiration_minutes = models.PositiveIntegerField(
+        default=2 * 24 * 60, validators=MINUTES
+    )
     local_delay_notification_minutes = models.PositiveIntegerField(
         default=12 * 60, validators=MINUTES
     )
@@ -263,17 +266,24 @@ class VirtualServer(models.Model):
                 check(field, normalize_domain)
         if self.unresolved_forward_host:
             check("unresolved_forward_host", normalize_smart_hosts)
-        if self.ip_address:
+        if not self.ip_address:
+            # A blank form field means (All Unassigned): NULL, so the binding checks see it.
+            self.ip_address = None
+        else:
             # Store IPv6 compressed and IPv4-mapped as plain IPv4, so uniqueness holds.
-            import ipaddress
-
-            address = ipaddress.ip_address(self.ip_address)
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                address = address.ipv4_mapped
-            self.ip_address = address.compressed
+            try:
+                address = ipaddress.ip_address(self.ip_address)
+            except ValueError:
+                # full_clean() runs clean() even when clean_fields() refused the value.
+                errors.setdefault("ip_address", []).append("Enter a valid IPv4 or IPv6 address.")
+            else:
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped
+                self.ip_address = address.compressed
+        # Numbers that clean_fields() refused are still raw text here: compare only numbers.
         if (
-            self.session_size_limit_kb is not None
-            and self.message_size_limit_kb is not None
+            isinstance(self.session_size_limit_kb, int)
+            and isinstance(self.message_size_limit_kb, int)
             and self.session_size_limit_kb < self.message_size_limit_kb
         ):
             errors.setdefault("session_size_limit_kb", []).append(
@@ -284,8 +294,8 @@ class VirtualServer(models.Model):
                 "Limit the message size too when the session size is limited."
             )
         if (
-            self.outbound_per_domain_limit is not None
-            and self.outbound_connection_limit is not None
+            isinstance(self.outbound_per_domain_limit, int)
+            and isinstance(self.outbound_connection_limit, int)
             and self.outbound_per_domain_limit > self.outbound_connection_limit
         ):
             errors.setdefault("outbound_per_domain_limit", []).append(
@@ -307,7 +317,7 @@ class VirtualServer(models.Model):
             errors.setdefault("auth_anonymous", []).append(
                 "Allow at least one authentication method."
             )
-        if self.server_id and self.port and not errors.get("ip_address"):
+        if self.server_id and isinstance(self.port, int) and not errors.get("ip_address"):
             clash = self._binding_clash()
             if clash:
                 errors.setdefault("port" if self.ip_address is None else "ip_address", []).append(
@@ -324,10 +334,23 @@ class VirtualServer(models.Model):
         if self.ip_address is None:
             other = others.first()
         else:
-            other = others.filter(Q(ip_address=self.ip_address) | Q(ip_address__isnull=True)).first()
+            other = others.filter(
+                Q(ip_address=self.ip_address) | Q(ip_address__isnull=True)
+            ).first()
         if other is None:
             return ""
         return f"'{other.name}' already listens on {other.binding} of this server."
+
+    def delete_problem(self) -> str:
+        """Why this virtual server may not be deleted ('' = it may): a connector would be left
+        without a bridgehead."""
+        only = [c.name for c in self.connectors.all() if c.bridgeheads.count() == 1]
+        if only:
+            return (
+                f"'{self}' is the only bridgehead of: {', '.join(sorted(only))}. "
+                "Add another bridgehead to those connectors or delete them first."
+            )
+        return ""
 
     # --- state changes --------------------------------------------------------------------
     def set_desired_state(self, state: str, by: Any = None) -> bool:

@@ -1,0 +1,45 @@
+# smtpadmin: `make run` starts the whole embedded setup, `make test` checks everything.
+# Only Python 3.11+ is needed: the virtual environment, the SQLite database and the
+# filesystem broker are created on the way. Settings in a .env file are honoured (via honcho).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when pyproject.toml is newer than the last install.
+STAMP := $(VENV)/.installed
+# `honcho run` loads .env, so the setup steps see the same settings as the processes.
+WITH_ENV := $(BIN)/honcho run
+
+.PHONY: run install lint test clean
+
+run: install
+	$(WITH_ENV) $(BIN)/python manage.py migrate --noinput
+	$(WITH_ENV) $(BIN)/python manage.py createadmin
+	$(WITH_ENV) $(BIN)/python manage.py seedorg
+	$(WITH_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Starting web (http://127.0.0.1:8000/), relay, worker and beat; Ctrl-C stops all."
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONUNBUFFERED=1 $(BIN)/honcho start -f Procfile
+
+install: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "smtpadmin needs Python 3.11 or newer (PYTHON=$(PYTHON))." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: lint
+	$(BIN)/pytest
+
+# Removes the environment and caches; never var/ (the embedded database and queues live there).
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info build
+	find . -path ./var -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

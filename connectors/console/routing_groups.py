@@ -1,0 +1,92 @@
+"""Routing groups: the container list, the property sheet, New and Delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from connectors.console.common import SelectsNode
+from servers.models import RoutingGroup
+from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.roles import Role
+from smtpadmin.sheets import PropertySheet, Tab
+
+
+class RoutingGroupList(ObjectList):
+    title = "Routing Groups"
+    nav_key = "routing_groups"
+    empty_text = "There are no routing groups."
+    columns = [
+        Column("Name", lambda g: g.name, "name", link=True),
+        Column("Servers", lambda g: g.server_count, "server_count"),
+        Column("Connectors", lambda g: g.connector_count, "connector_count"),
+        Column("Created", lambda g: g.created_at, "created_at"),
+    ]
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        return RoutingGroup.objects.annotate(
+            server_count=Count("servers", distinct=True),
+            connector_count=Count("connectors", distinct=True),
+        ).order_by("name")
+
+    def object_url(self, obj: Any) -> str:
+        return reverse("connectors:routing-group", args=[obj.pk])
+
+    def actions(self) -> list[Action]:
+        return [Action("New Routing Group", reverse("connectors:routing-group-new"))]
+
+
+class RoutingGroupSheet(SelectsNode, PropertySheet):
+    model = RoutingGroup
+    tabs = [Tab("General", ("name",), readonly=("members", "connector_names", "created_at"))]
+
+    def get_object(self) -> RoutingGroup:
+        return get_object_or_404(RoutingGroup, pk=self.kwargs["pk"])
+
+    def readonly_value(self, instance: Any, name: str) -> tuple[str, Any]:
+        if name == "members":
+            servers = ", ".join(s.name for s in instance.servers.order_by("name"))
+            return "Member servers", servers
+        if name == "connector_names":
+            return "Connectors", ", ".join(c.name for c in instance.connectors.order_by("name"))
+        return super().readonly_value(instance, name)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        if "form" in context:
+            context["title"] = f"{context['form'].instance} Properties"
+        return context
+
+    def actions(self) -> list[Action]:
+        group = self.get_object()
+        return [Action("Delete", reverse("connectors:routing-group-delete", args=[group.pk]))]
+
+    def selected_node(self) -> str:
+        return f"routing-group-{self.kwargs['pk']}"
+
+
+class NewRoutingGroup(PropertySheet):
+    model = RoutingGroup
+    title = "New Routing Group"
+    nav_key = "routing_groups"
+    read_role = Role.ADMINISTRATOR
+    tabs = [Tab("General", ("name",))]
+
+    def get_success_url(self, instance: Any) -> str:
+        return reverse("connectors:routing-group", args=[instance.pk])
+
+
+class RoutingGroupDelete(SelectsNode, DeleteConfirm):
+    """A group with servers or connectors cannot go (they hold it with PROTECT)."""
+
+    model = RoutingGroup
+
+    def success_url(self, instance: Any) -> str:
+        return reverse("connectors:routing-groups")
+
+    def selected_node(self) -> str:
+        return f"routing-group-{self.kwargs['pk']}"
