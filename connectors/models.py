@@ -111,7 +111,8 @@ class Connector(models.Model):
     down_reason = models.CharField(max_length=300, blank=True)
 
     audit_secret_fields = ("outbound_password",)
-    audit_skip_fields = ("created_at", "modified_at", "down_until", "down_reason")
+    # Set by delivery; never by a configuration save, never audited.
+    runtime_fields = ("down_until", "down_reason")
 
     class Meta:
         ordering = ["name"]

@@ -199,7 +199,7 @@ class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
     def update(self, instance: Any, validated_data: dict[str, Any]) -> Any:
         candidate = self._validated_instance
-        candidate.save()
+        candidate.save(update_fields=audit.configuration_fields(candidate))
         self.save_related(candidate, validated_data)
         return candidate
 

@@ -9,7 +9,15 @@ from django.db import models
 
 from smtpadmin.models import AuditEntry
 
-SECRET_MARK = "(secret)"
+
+def configuration_fields(model: type[models.Model] | models.Model) -> list[str]:
+    """The fields a configuration save (form or API) writes: every concrete field except the
+    ``runtime_fields`` the relay and delivery workers keep up to date, so that saving a sheet
+    can never put back a heartbeat or a reported state read a moment earlier."""
+    runtime = set(getattr(model, "runtime_fields", ()))
+    return [
+        f.name for f in model._meta.concrete_fields if not f.primary_key and f.name not in runtime
+    ]
 
 
 def _text(value: Any) -> str:
@@ -29,7 +37,11 @@ def snapshot(instance: models.Model) -> dict[str, str]:
     seen without the value ever reaching the log.
     """
     secret_fields: set[str] = set(getattr(instance, "audit_secret_fields", ()))
-    skip: set[str] = set(getattr(instance, "audit_skip_fields", ())) | {"id"}
+    skip: set[str] = {
+        *getattr(instance, "audit_skip_fields", ()),
+        *getattr(instance, "runtime_fields", ()),
+        "id",
+    }
     values: dict[str, str] = {}
     for field in instance._meta.concrete_fields:
         # Timestamps the database keeps by itself are not changes anyone made.

@@ -183,8 +183,11 @@ class PropertySheet(RoleRequiredMixin, TemplateView):
                 self.save_related(form, instance)
                 audit.record_create(self.request.user, instance)
             else:
-                before = audit.snapshot(self.model._default_manager.get(pk=form.instance.pk))
-                instance = form.save()
+                current = self.model._default_manager.select_for_update().get(pk=form.instance.pk)
+                before = audit.snapshot(current)
+                instance = form.save(commit=False)
+                instance.save(update_fields=audit.configuration_fields(instance))
+                form.save_m2m()
                 self.save_related(form, instance)
                 audit.record_update(self.request.user, before, instance)
         return instance

@@ -41,13 +41,8 @@ class SmtpCredential(models.Model):
     modified_at = models.DateTimeField(auto_now=True)
 
     audit_secret_fields = ("password_hash",)
-    audit_skip_fields = (
-        "last_used_at",
-        "failed_logins",
-        "locked_until",
-        "created_at",
-        "modified_at",
-    )
+    # Written by the relay while it runs; never by a configuration save, never audited.
+    runtime_fields = ("last_used_at", "failed_logins", "locked_until")
 
     class Meta:
         ordering = ["username"]

@@ -52,7 +52,8 @@ class Server(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    audit_skip_fields = ("version", "address", "last_seen", "created_at")
+    # Written by the relay worker's heartbeat; never by a configuration save, never audited.
+    runtime_fields = ("version", "address", "last_seen")
 
     class Meta:
         ordering = ["name"]

@@ -190,7 +190,8 @@ class VirtualServer(models.Model):
     modified_at = models.DateTimeField(auto_now=True)
 
     audit_secret_fields = ("outbound_password",)
-    audit_skip_fields = ("state", "state_reason", "state_changed_at", "created_at", "modified_at")
+    # Reported by the relay worker; never by a configuration save, never audited.
+    runtime_fields = ("state", "state_reason", "state_changed_at")
 
     class Meta:
         ordering = ["server__name", "name"]
