@@ -15,6 +15,7 @@ from django.utils import timezone
 from servers.models import RoutingGroup, VirtualServer
 from servers.models.virtual_server import OutboundAuth, TlsMode
 from smtpadmin.validators import (
+    FieldErrors,
     normalize_domain,
     normalize_domain_pattern,
     normalize_sender_pattern,
@@ -139,41 +140,32 @@ class Connector(models.Model):
         return {"address_spaces": spaces}
 
     def clean(self) -> None:
-        errors: dict[str, list[str]] = {}
-
-        def check(field: str, normalise: Any) -> None:
-            try:
-                setattr(self, field, normalise(getattr(self, field)))
-            except ValidationError as exc:
-                errors.setdefault(field, []).extend(exc.messages)
+        errors = FieldErrors(self)
+        check = errors.normalise
 
         check("smart_hosts", normalize_smart_hosts)
         if not self.use_dns and not self.smart_hosts and "smart_hosts" not in errors:
-            errors["smart_hosts"] = ["Enter at least one smart host, or route by DNS."]
+            errors.add("smart_hosts", "Enter at least one smart host, or route by DNS.")
         check("sender_exceptions", _normalize_senders)
         check("etrn_domains", _normalize_domains)
         for prefix in ("", "oversize_"):
             mode = getattr(self, f"{prefix}schedule_mode")
             if mode == ScheduleMode.DAILY and getattr(self, f"{prefix}schedule_daily_time") is None:
-                errors.setdefault(f"{prefix}schedule_daily_time", []).append(
-                    "Choose the time of day."
-                )
+                errors.add(f"{prefix}schedule_daily_time", "Choose the time of day.")
             if mode == ScheduleMode.CUSTOM:
                 check(f"{prefix}schedule_grid", _schedule_grid)
         if not (self.allow_priority_high or self.allow_priority_normal or self.allow_priority_low):
-            errors.setdefault("allow_priority_normal", []).append(
-                "Allow at least one priority, or disable the connector."
+            errors.add(
+                "allow_priority_normal", "Allow at least one priority, or disable the connector."
             )
         if not (self.allow_system_messages or self.allow_non_system_messages):
-            errors.setdefault("allow_non_system_messages", []).append(
-                "Allow at least one message type, or disable the connector."
+            errors.add(
+                "allow_non_system_messages",
+                "Allow at least one message type, or disable the connector.",
             )
         if self.outbound_auth == OutboundAuth.BASIC and not self.outbound_username:
-            errors.setdefault("outbound_username", []).append(
-                "Basic outbound authentication needs a user name."
-            )
-        if errors:
-            raise ValidationError(errors)
+            errors.add("outbound_username", "Basic outbound authentication needs a user name.")
+        errors.raise_any()
 
 
 def _schedule_grid(value: str) -> str:

@@ -88,3 +88,17 @@ class Navigation:
 
 
 navigation = Navigation()
+
+
+class SelectsNode:
+    """Marks this page's node in the tree; the key depends on the object, so it is computed."""
+
+    def selected_node(self) -> str:
+        return ""
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context: dict[str, Any] = super().get_context_data(**kwargs)  # type: ignore[misc]
+        key = self.selected_node()
+        if key:
+            context["nav_key"] = key
+        return context

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import idna
 from django.core.exceptions import ValidationError
@@ -289,3 +290,29 @@ def validate_schedule_grid(value: str) -> None:
             f"A schedule is {SCHEDULE_SLOTS} characters of '0' and '1' "
             "(7 days x 96 quarter hours, Monday 00:00 first)."
         )
+
+
+class FieldErrors:
+    """Collects the errors of a model's ``clean()`` per field while it normalises its fields,
+    then raises them together, so a form or an API client sees every problem at once."""
+
+    def __init__(self, instance: object) -> None:
+        self.instance = instance
+        self.errors: dict[str, list[str]] = {}
+
+    def normalise(self, field: str, normaliser: Callable[[Any], Any]) -> None:
+        """Replace the field's value by its normal form, or record why it has none."""
+        try:
+            setattr(self.instance, field, normaliser(getattr(self.instance, field)))
+        except ValidationError as exc:
+            self.add(field, *exc.messages)
+
+    def add(self, field: str, *messages: str) -> None:
+        self.errors.setdefault(field, []).extend(messages)
+
+    def __contains__(self, field: str) -> bool:
+        return field in self.errors
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)

@@ -9,11 +9,12 @@ from django.db import models
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from connectors.console.common import SelectsNode, connector_state, yes_no
+from connectors.console.common import connector_state, yes_no
 from connectors.forms import AddressSpaceTable, ConnectorForm
 from connectors.models import Connector
 from servers.models import RoutingGroup, VirtualServer
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.roles import Role
 from smtpadmin.sheets import Group, PropertySheet, SheetPart, Tab
 

@@ -9,9 +9,9 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from connectors.console.common import SelectsNode
 from servers.models import RoutingGroup
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.roles import Role
 from smtpadmin.sheets import PropertySheet, Tab
 

@@ -3,26 +3,10 @@ badges of servers and virtual servers, and safe redirects back to the page a but
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from servers.models import Server, VirtualServer
-
-
-class SelectsNode:
-    """Marks this page's node in the tree; the key depends on the object, so it is computed."""
-
-    def selected_node(self) -> str:
-        return ""
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context: dict[str, Any] = super().get_context_data(**kwargs)  # type: ignore[misc]
-        key = self.selected_node()
-        if key:
-            context["nav_key"] = key
-        return context
 
 
 def server_status(server: Server) -> tuple[str, str]:

@@ -10,9 +10,10 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from servers.console.common import SelectsNode, yes_no
+from servers.console.common import yes_no
 from servers.models import AcceptedDomain, Mailbox
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.sheets import PropertySheet, SheetForm, Tab
 
 

@@ -12,9 +12,10 @@ from django.db import models
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from servers.console.common import SelectsNode, yes_no
+from servers.console.common import yes_no
 from servers.models import Certificate, SmtpCredential, VirtualServer
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.sheets import LinesField, PropertySheet, SheetForm, Tab
 
 

@@ -12,11 +12,12 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.generic import TemplateView
 
-from servers.console.common import SelectsNode, server_status, virtual_server_status
+from servers.console.common import server_status, virtual_server_status
 from servers.models import RoutingGroup, Server, VirtualServer
 from servers.models.virtual_server import PROFILE_CHOICES
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.sheets import PropertySheet, SheetForm, Tab
 
 

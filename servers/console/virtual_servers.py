@@ -15,10 +15,11 @@ from django.urls import reverse
 from django.views import View
 from django.views.generic import TemplateView
 
-from servers.console.common import SelectsNode, safe_next, virtual_server_status
+from servers.console.common import safe_next, virtual_server_status
 from servers.models import VirtualServer
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, DeleteConfirm
+from smtpadmin.navigation import SelectsNode
 from smtpadmin.sheets import Group, PropertySheet, SheetForm, Tab
 
 # Button label and model method per desired state, in ESM's toolbar order.

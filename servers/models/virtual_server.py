@@ -14,6 +14,7 @@ from django.db.models import Q
 from servers.models.security import Certificate
 from servers.models.topology import Server
 from smtpadmin.validators import (
+    FieldErrors,
     normalize_domain,
     normalize_host_list,
     normalize_ip_list,
@@ -250,13 +251,8 @@ class VirtualServer(models.Model):
 
     # --- validation -----------------------------------------------------------------------
     def clean(self) -> None:
-        errors: dict[str, list[str]] = {}
-
-        def check(field: str, normalise: Any) -> None:
-            try:
-                setattr(self, field, normalise(getattr(self, field)))
-            except ValidationError as exc:
-                errors.setdefault(field, []).extend(exc.messages)
+        errors = FieldErrors(self)
+        check = errors.normalise
 
         check("connection_list", normalize_host_list)
         check("relay_list", normalize_host_list)
@@ -276,7 +272,7 @@ class VirtualServer(models.Model):
                 address = ipaddress.ip_address(self.ip_address)
             except ValueError:
                 # full_clean() runs clean() even when clean_fields() refused the value.
-                errors.setdefault("ip_address", []).append("Enter a valid IPv4 or IPv6 address.")
+                errors.add("ip_address", "Enter a valid IPv4 or IPv6 address.")
             else:
                 if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
                     address = address.ipv4_mapped
@@ -287,45 +283,40 @@ class VirtualServer(models.Model):
             and isinstance(self.message_size_limit_kb, int)
             and self.session_size_limit_kb < self.message_size_limit_kb
         ):
-            errors.setdefault("session_size_limit_kb", []).append(
-                "The session size limit must be at least the message size limit."
+            errors.add(
+                "session_size_limit_kb",
+                "The session size limit must be at least the message size limit.",
             )
         if self.session_size_limit_kb is not None and self.message_size_limit_kb is None:
-            errors.setdefault("message_size_limit_kb", []).append(
-                "Limit the message size too when the session size is limited."
+            errors.add(
+                "message_size_limit_kb",
+                "Limit the message size too when the session size is limited.",
             )
         if (
             isinstance(self.outbound_per_domain_limit, int)
             and isinstance(self.outbound_connection_limit, int)
             and self.outbound_per_domain_limit > self.outbound_connection_limit
         ):
-            errors.setdefault("outbound_per_domain_limit", []).append(
-                "The per-domain limit cannot exceed the total outbound connection limit."
+            errors.add(
+                "outbound_per_domain_limit",
+                "The per-domain limit cannot exceed the total outbound connection limit.",
             )
         if self.outbound_auth == OutboundAuth.BASIC and not self.outbound_username:
-            errors.setdefault("outbound_username", []).append(
-                "Basic outbound authentication needs a user name."
-            )
+            errors.add("outbound_username", "Basic outbound authentication needs a user name.")
         if self.require_tls and not self.certificate_id:
-            errors.setdefault("require_tls", []).append(
-                "TLS can only be required once a certificate is assigned."
-            )
+            errors.add("require_tls", "TLS can only be required once a certificate is assigned.")
         if self.auth_basic_requires_tls and not self.certificate_id:
-            errors.setdefault("auth_basic_requires_tls", []).append(
-                "Basic authentication can only require TLS once a certificate is assigned."
+            errors.add(
+                "auth_basic_requires_tls",
+                "Basic authentication can only require TLS once a certificate is assigned.",
             )
         if not self.auth_anonymous and not self.auth_basic:
-            errors.setdefault("auth_anonymous", []).append(
-                "Allow at least one authentication method."
-            )
-        if self.server_id and isinstance(self.port, int) and not errors.get("ip_address"):
+            errors.add("auth_anonymous", "Allow at least one authentication method.")
+        if self.server_id and isinstance(self.port, int) and "ip_address" not in errors:
             clash = self._binding_clash()
             if clash:
-                errors.setdefault("port" if self.ip_address is None else "ip_address", []).append(
-                    clash
-                )
-        if errors:
-            raise ValidationError(errors)
+                errors.add("port" if self.ip_address is None else "ip_address", clash)
+        errors.raise_any()
 
     def _binding_clash(self) -> str:
         """Another virtual server of this server that would take the same address and port."""

@@ -16,7 +16,6 @@ from smtpadmin.models import AuditEntry
 from tests.smtpadmin.test_api_permissions import (
     API,
     connector_payload,
-    fast_password_hashing,  # noqa: F401  (autouse fixture)
     make_connector,
     make_server,
     make_user,

@@ -17,7 +17,6 @@ from tests.conftest import PASSWORD
 from tests.smtpadmin.test_api_permissions import (
     API,
     STRONG_PASSWORD,
-    fast_password_hashing,  # noqa: F401  (autouse fixture)
     make_user,
 )
 

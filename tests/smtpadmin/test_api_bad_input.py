@@ -27,7 +27,6 @@ from smtpadmin.api_views import OrganizationSerializer, UserSerializer
 from tests.smtpadmin.test_api_permissions import (
     API,
     BY_PATH,
-    fast_password_hashing,  # noqa: F401  (autouse fixture)
     make_server,
     make_virtual_server,
 )

@@ -113,12 +113,6 @@ def connector_payload(name: str = "Partner", **fields: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """PBKDF2 with a million rounds per user would make this matrix take minutes."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # --- the resources ---------------------------------------------------------------------------
 
 LIST, RETRIEVE, CREATE, UPDATE, PATCH, DELETE = (

@@ -21,7 +21,6 @@ from tests.smtpadmin.test_api_permissions import (
     RESOURCES,
     UPDATE,
     connector_payload,
-    fast_password_hashing,  # noqa: F401  (autouse fixture)
     make_certificate,
     make_connector,
     make_domain,

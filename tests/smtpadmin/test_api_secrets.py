@@ -17,7 +17,6 @@ from tests.smtpadmin.test_api_permissions import (
     API,
     STRONG_PASSWORD,
     connector_payload,
-    fast_password_hashing,  # noqa: F401  (autouse fixture)
     make_connector,
     make_server,
     make_virtual_server,
