@@ -11,11 +11,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import generics, serializers, viewsets
+from rest_framework import generics, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 
-from smtpadmin import audit
+from smtpadmin import audit, throttle
 from smtpadmin.api import (
     AuditedModelViewSet,
     Conflict,
@@ -232,7 +234,21 @@ class TokenView(ObtainAuthToken):
         responses=inline_serializer("Token", {"token": serializers.CharField()}),
     )
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return super().post(request, *args, **kwargs)
+        # The same lockout as the console's login form: guessing through the API is no faster.
+        username = request.data.get("username") if isinstance(request.data, dict) else ""
+        keys = throttle.keys_for(str(username or ""), str(request.META.get("REMOTE_ADDR", "")))
+        if throttle.locked_for(keys) is not None:
+            return Response(
+                {"detail": "Too many failed logins; try again later."},
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+            )
+        try:
+            response = super().post(request, *args, **kwargs)
+        except ValidationError:
+            throttle.record_failure(keys)
+            raise
+        throttle.clear(keys)
+        return response
 
 
 api.register("users", UserViewSet)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from smtpadmin.models import LoginThrottle
@@ -47,5 +48,8 @@ def record_failure(keys: list[str]) -> None:
 
 
 def clear(keys: list[str]) -> None:
-    # Only the user name: a success from one address must not unlock guessing from another.
-    LoginThrottle.objects.filter(key__in=[k for k in keys if k.startswith("user:")]).delete()
+    """A successful login forgets the earlier failures of this name and this address. Locks
+    stay: a lock is never lifted by a login (locked keys never reach a successful one), and
+    other names keep their own counts, so one known password does not help guess another."""
+    unlocked = Q(locked_until__isnull=True) | Q(locked_until__lte=timezone.now())
+    LoginThrottle.objects.filter(unlocked, key__in=keys).delete()

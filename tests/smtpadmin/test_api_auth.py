@@ -99,9 +99,26 @@ def test_an_inactive_user_gets_no_token(administrator: User) -> None:
     assert _token("adam-admin", PASSWORD).status_code == 400
 
 
-def test_guessing_passwords_is_rate_limited(administrator: User) -> None:
-    answers = [_token("adam-admin", f"guess {i}").status_code for i in range(21)]
-    assert answers[:20] == [400] * 20
+def test_guessing_passwords_locks_the_name_out_even_for_the_right_password(
+    administrator: User,
+) -> None:
+    answers = [_token("adam-admin", f"guess {i}").status_code for i in range(5)]
+    assert answers == [400] * 5
+    assert _token("adam-admin", PASSWORD).status_code == 429
+
+
+def test_a_correct_password_resets_the_count(administrator: User) -> None:
+    for i in range(4):
+        assert _token("adam-admin", f"guess {i}").status_code == 400
+    assert _token("adam-admin", PASSWORD).status_code == 200
+    for i in range(4):
+        assert _token("adam-admin", f"again {i}").status_code == 400
+    assert _token("adam-admin", PASSWORD).status_code == 200
+
+
+def test_requests_beyond_the_rate_are_refused(administrator: User) -> None:
+    answers = [_token("adam-admin", PASSWORD).status_code for _ in range(21)]
+    assert answers[:20] == [200] * 20
     assert answers[20] == 429
 
 
