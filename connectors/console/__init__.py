@@ -22,6 +22,7 @@ from connectors.console.routing_groups import (
     RoutingGroupSheet,
 )
 from connectors.console.simulator import RoutingSimulator
+from connectors.console.wizard import InternetMailWizard, wizard_nodes
 from connectors.models import Connector
 from servers.models import RoutingGroup
 from smtpadmin.navigation import Node, navigation
@@ -80,6 +81,7 @@ def tool_nodes(user: Any) -> list[Node]:
 navigation.register("routing_groups", routing_group_nodes, order=10)
 navigation.link_section("routing_groups", lambda: reverse("connectors:routing-groups"))
 navigation.register("tools", tool_nodes, order=10)
+navigation.register("tools", wizard_nodes, order=20)
 
 app_name = "connectors"
 urlpatterns = [
@@ -106,4 +108,5 @@ urlpatterns = [
         name="group-connector-new",
     ),
     path("simulator/", RoutingSimulator.as_view(), name="simulator"),
+    path("internet-mail-wizard/", InternetMailWizard.as_view(), name="internet-mail-wizard"),
 ]

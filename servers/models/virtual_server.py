@@ -19,6 +19,7 @@ from smtpadmin.validators import (
     normalize_host_list,
     normalize_ip_list,
     normalize_smart_hosts,
+    parse_host_entry,
 )
 
 PORT = [MinValueValidator(1), MaxValueValidator(65535)]
@@ -370,3 +371,75 @@ class VirtualServer(models.Model):
 
     def pause(self, by: Any = None) -> bool:
         return self.set_desired_state(self.DesiredState.PAUSED, by)
+
+    # --- relay ----------------------------------------------------------------------------
+    def open_relay_reasons(self) -> list[str]:
+        """Why computers on the Internet could relay through this virtual server without
+        authenticating, in words for an administrator; [] when relay is closed (only computers
+        that authenticate, and the computers listed, may relay)."""
+        if self.relay_mode == ListMode.ALL_EXCEPT_LISTED:
+            count = len(self.relay_list or [])
+            others = f"the {count} listed" if count else "none: the exception list is empty"
+            return [f"relay is allowed for all computers except {others}"]
+        return [reason for entry in self.relay_list or [] if (reason := open_relay_entry(entry))]
+
+    def closed_relay_list(self) -> list[str]:
+        """The relay list once relay is closed: without the entries that open it. Under "all
+        except the list below" the list named the computers refused, so none of them is kept
+        (they must not become the ones allowed)."""
+        if self.relay_mode == ListMode.ALL_EXCEPT_LISTED:
+            return []
+        return [entry for entry in self.relay_list or [] if not open_relay_entry(entry)]
+
+    def close_relay(self, by: Any = None) -> bool:
+        """Relay only for the computers listed (open entries dropped) and, as before, for
+        those that authenticate. Audited; False when relay was closed already."""
+        from smtpadmin import audit
+
+        with transaction.atomic():
+            locked = VirtualServer.objects.select_for_update().get(pk=self.pk)
+            if not locked.open_relay_reasons():
+                return False
+            before = audit.snapshot(locked)
+            locked.relay_list = locked.closed_relay_list()
+            locked.relay_mode = ListMode.ONLY_LISTED
+            locked.save(update_fields=["relay_mode", "relay_list", "modified_at"])
+            audit.record_update(by, before, locked)
+        self.relay_mode, self.relay_list = locked.relay_mode, locked.relay_list
+        return True
+
+
+# Networks wider than these (and not private) belong to no single organization: listing one
+# for relay lets strangers relay.
+_WIDEST_TRUSTED_PREFIX = {4: 8, 6: 16}
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def open_relay_entry(entry: str) -> str:
+    """Why one relay-list entry opens relay to strangers ('' = it does not)."""
+    try:
+        kind, normal = parse_host_entry(entry)
+    except ValidationError:
+        return ""  # not a valid entry: it matches no client
+    if kind == "network":
+        network = ipaddress.ip_network(normal)
+        family = f"IPv{network.version}"
+        if network.prefixlen == 0:
+            return f"the relay list contains {normal}, which is every {family} address"
+        if isinstance(network, ipaddress.IPv6Network) and network.supernet_of(_IPV4_MAPPED):
+            return (
+                f"the relay list contains {normal}, which includes every IPv4 address "
+                "(written as IPv4-mapped IPv6)"
+            )
+        if network.prefixlen < _WIDEST_TRUSTED_PREFIX[network.version] and not network.is_private:
+            return (
+                f"the relay list contains {normal}, which is 1/{2**network.prefixlen:,} "
+                f"of all {family} addresses on the Internet"
+            )
+    if kind == "domain" and "." not in normal.removeprefix("*."):
+        suffix = normal.removeprefix("*.")
+        return (
+            f"the relay list contains '{normal}', which matches every computer whose "
+            f"reverse DNS name ends in .{suffix}"
+        )
+    return ""
