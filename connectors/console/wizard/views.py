@@ -27,7 +27,6 @@ NAV_KEY = "internet-mail-wizard"
 SESSION_KEY = "internet_mail_wizard"
 DONE_KEY = "internet_mail_wizard_done"
 
-# Logs under the package's name, connectors.console.wizard, as the single module did.
 logger = logging.getLogger(__name__)
 
 
