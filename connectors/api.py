@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from connectors.models import AddressSpace, Connector, check_address_spaces
+from servers.api import OutboundPasswordFields
 from servers.models import VirtualServer
 from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer, StrictFieldsMixin
 from smtpadmin.registry import api
@@ -22,26 +23,18 @@ class AddressSpaceSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         fields = ["type", "domain", "cost"]
 
 
-class ConnectorSerializer(ModelCleanSerializer):
+class ConnectorSerializer(OutboundPasswordFields, ModelCleanSerializer):
     """An SMTP connector: an outbound route with its address spaces and bridgeheads."""
 
     address_spaces = AddressSpaceSerializer(many=True)
     bridgeheads = serializers.PrimaryKeyRelatedField(
         many=True, queryset=VirtualServer.objects.all(), allow_empty=False
     )
-    outbound_password = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=500, trim_whitespace=False
-    )
-    has_outbound_password = serializers.SerializerMethodField()
     is_marked_down = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = Connector
         exclude: list[str] = []
-        read_only_fields = ["created_at", "modified_at", "down_until", "down_reason"]
-
-    def get_has_outbound_password(self, obj: Connector) -> bool:
-        return bool(obj.outbound_password)
 
     def validate_address_spaces(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         check = check_address_spaces(value)

@@ -61,7 +61,6 @@ class ServerSerializer(ModelCleanSerializer):
             "last_seen",
             "created_at",
         ]
-        read_only_fields = ["version", "address", "last_seen", "created_at"]
 
 
 class ServerViewSet(AuditedModelViewSet):
@@ -72,7 +71,20 @@ class ServerViewSet(AuditedModelViewSet):
     ordering_fields = ["name", "id", "last_seen"]
 
 
-class VirtualServerSerializer(ModelCleanSerializer):
+class OutboundPasswordFields(serializers.Serializer):
+    """The password for AUTH to the next hop (virtual servers and connectors): write-only;
+    answers say only whether one is set. An empty string removes it."""
+
+    outbound_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, trim_whitespace=False
+    )
+    has_outbound_password = serializers.SerializerMethodField()
+
+    def get_has_outbound_password(self, obj: Any) -> bool:
+        return bool(obj.outbound_password)
+
+
+class VirtualServerSerializer(OutboundPasswordFields, ModelCleanSerializer):
     """An SMTP virtual server: one listener (IP address, port) on one server."""
 
     profile = serializers.ChoiceField(
@@ -81,19 +93,11 @@ class VirtualServerSerializer(ModelCleanSerializer):
         required=False,
         help_text="Defaults to apply when creating: Exchange 2003 (default) or IIS 6 SMTP.",
     )
-    outbound_password = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=500, trim_whitespace=False
-    )
-    has_outbound_password = serializers.SerializerMethodField()
     binding = serializers.CharField(read_only=True)
 
     class Meta:
         model = VirtualServer
         exclude = ["state_changed_at"]
-        read_only_fields = ["state", "state_reason", "created_at", "modified_at"]
-
-    def get_has_outbound_password(self, obj: VirtualServer) -> bool:
-        return bool(obj.outbound_password)
 
     def validate_profile(self, value: str) -> str:
         if self.instance is not None:
@@ -112,9 +116,6 @@ class VirtualServerViewSet(AuditedModelViewSet):
     filterset_fields = ["server", "name", "port", "desired_state", "state"]
     search_fields = ["name"]
     ordering_fields = ["name", "id", "port", "server__name"]
-
-    def delete_problem(self, instance: VirtualServer) -> str:
-        return instance.delete_problem()
 
     def _set_state(self, request: Request, state: str) -> Response:
         virtual_server = self.get_object()
@@ -150,7 +151,6 @@ class AcceptedDomainSerializer(ModelCleanSerializer):
     class Meta:
         model = AcceptedDomain
         fields = ["id", "domain", "type", "is_default", "created_at", "modified_at"]
-        read_only_fields = ["created_at", "modified_at"]
 
 
 class AcceptedDomainViewSet(AuditedModelViewSet):
@@ -181,7 +181,6 @@ class MailboxSerializer(ModelCleanSerializer):
     class Meta:
         model = Mailbox
         fields = ["id", "address", "domain", "display_name", "enabled", "created_at"]
-        read_only_fields = ["created_at"]
 
 
 class MailboxViewSet(AuditedModelViewSet):
@@ -219,7 +218,6 @@ class SmtpCredentialSerializer(ModelCleanSerializer):
             "locked_until",
             "created_at",
         ]
-        read_only_fields = ["last_used_at", "failed_logins", "locked_until", "created_at"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and not attrs.get("password"):

@@ -10,7 +10,6 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import ProtectedError
 from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.response import Response
@@ -142,6 +141,14 @@ class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     def get_validators(self) -> list[Any]:
         return list(getattr(getattr(self, "Meta", None), "validators", []))
 
+    def get_extra_kwargs(self) -> dict[str, Any]:
+        # What the relay and delivery keep up to date (the model's ``runtime_fields``) is
+        # shown but never written through the API. Timestamps are read-only by themselves.
+        extra: dict[str, Any] = super().get_extra_kwargs()
+        for name in getattr(self.Meta.model, "runtime_fields", ()):
+            extra.setdefault(name, {})["read_only"] = True
+        return extra
+
     def build_standard_field(self, field_name: str, model_field: Any) -> Any:
         field_class, kwargs = super().build_standard_field(field_name, model_field)
         if "validators" in kwargs:
@@ -169,20 +176,12 @@ class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
         candidate = self._candidate(attrs)
-        self.before_clean(candidate, attrs)
         try:
             candidate.full_clean(exclude=self.constraints_enforced_by_view or None)
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from None
-        self.after_clean(candidate, attrs)
         self._validated_instance = candidate
         return attrs
-
-    def before_clean(self, candidate: Any, attrs: dict[str, Any]) -> None:
-        """Set what is not a plain field (a password to hash, say) before validation."""
-
-    def after_clean(self, candidate: Any, attrs: dict[str, Any]) -> None:
-        """Cross-object checks that need the cleaned candidate."""
 
     def save_related(self, instance: Any, attrs: dict[str, Any]) -> None:
         """Save many-to-many and nested rows after the instance itself."""
@@ -219,20 +218,10 @@ class AuditedModelViewSet(viewsets.ModelViewSet):
             audit.record_update(self.request.user, before, instance)
 
     def perform_destroy(self, instance: Any) -> None:
-        problem = self.delete_problem(instance)
-        if problem:
-            raise Conflict(problem)
         try:
-            with transaction.atomic():
-                audit.record_delete(self.request.user, instance)
-                instance.delete()
-        except ProtectedError as exc:
-            names = ", ".join(sorted({str(o) for o in exc.protected_objects})[:10])
-            raise Conflict(f"'{instance}' is in use by: {names}.") from None
-
-    def delete_problem(self, instance: Any) -> str:
-        """Why this object may not be deleted ('' = it may)."""
-        return ""
+            audit.delete(self.request.user, instance)
+        except audit.DeleteRefused as exc:
+            raise Conflict(str(exc)) from None
 
 
 class Conflict(APIException):

@@ -41,7 +41,6 @@ class OrganizationSerializer(ModelCleanSerializer):
     class Meta:
         model = Organization
         exclude = ["id"]
-        read_only_fields = ["modified_at"]
 
 
 class OrganizationView(generics.RetrieveUpdateAPIView):

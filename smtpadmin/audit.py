@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
+from django.db.models import ProtectedError
 
 from smtpadmin.models import AuditEntry
 
@@ -141,3 +142,30 @@ def record_action(
         old_value=old_value,
         new_value=new_value,
     ).save()
+
+
+class DeleteRefused(Exception):
+    """Why an object may not be deleted, in words for an administrator."""
+
+
+def delete_problem(instance: models.Model) -> str:
+    """A model's own reason not to be deleted, beyond protected rows ('' = none): a model
+    says it with a ``delete_problem()`` method (a connector's only bridgehead, say)."""
+    method = getattr(instance, "delete_problem", None)
+    return str(method()) if callable(method) else ""
+
+
+def delete(user: Any, instance: models.Model) -> None:
+    """Delete with its audit entry in one transaction; the console and the API both come
+    here. Raises DeleteRefused when the model's rule or a protected row forbids it."""
+    problem = delete_problem(instance)
+    if problem:
+        raise DeleteRefused(problem)
+    try:
+        with transaction.atomic():
+            record_delete(user, instance)
+            instance.delete()
+    except ProtectedError as exc:
+        # Also when something came to depend on it after the checks: nothing was deleted.
+        names = ", ".join(sorted({str(o) for o in exc.protected_objects})[:10])
+        raise DeleteRefused(f"'{instance}' is in use by: {names}.") from None

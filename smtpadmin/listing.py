@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.contrib import messages
-from django.db import models, router, transaction
+from django.db import models, router
 from django.db.models import ProtectedError
 from django.db.models.deletion import Collector
 from django.http import HttpRequest, HttpResponse
@@ -134,7 +134,7 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
 
     def problem(self, instance: Any) -> str:
         """A reason beyond protected rows why this may not be deleted ('' = none)."""
-        return ""
+        return audit.delete_problem(instance)
 
     def links(self, instance: Any) -> list[str]:
         """Links that disappear with the object (a connector's bridgehead, say)."""
@@ -167,10 +167,8 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         name = str(instance)
         target = self.success_url(instance)
         try:
-            with transaction.atomic():
-                audit.record_delete(request.user, instance)
-                instance.delete()
-        except ProtectedError:
+            audit.delete(request.user, instance)
+        except audit.DeleteRefused:
             # Something started to depend on it since the page was shown.
             return self.render_to_response(self.get_context_data(), status=409)
         messages.success(request, f"Deleted {name}.")

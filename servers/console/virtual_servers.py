@@ -303,9 +303,6 @@ class VirtualServerDelete(SelectsNode, DeleteConfirm):
     def selected_node(self) -> str:
         return f"vs-{self.kwargs['pk']}"
 
-    def problem(self, instance: VirtualServer) -> str:
-        return instance.delete_problem()
-
     def links(self, instance: VirtualServer) -> list[str]:
         connectors = [f"Connector: {c.name} (bridgehead)" for c in instance.connectors.all()]
         # A credential limited to this virtual server alone is limited to none afterwards,

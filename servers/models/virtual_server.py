@@ -337,7 +337,15 @@ class VirtualServer(models.Model):
     def delete_problem(self) -> str:
         """Why this virtual server may not be deleted ('' = it may): a connector would be left
         without a bridgehead."""
-        only = [c.name for c in self.connectors.all() if c.bridgeheads.count() == 1]
+        connectors = self.connectors.model  # no import: connectors depends on servers
+        # Count all bridgeheads, not only the join row that links this one (a filter through
+        # the same relation before annotate() would count exactly that row).
+        only = list(
+            connectors.objects.filter(pk__in=self.connectors.values("pk"))
+            .annotate(bridgehead_count=models.Count("bridgeheads"))
+            .filter(bridgehead_count=1)
+            .values_list("name", flat=True)
+        )
         if only:
             return (
                 f"'{self}' is the only bridgehead of: {', '.join(sorted(only))}. "
