@@ -14,7 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connectors.routing import PRIORITIES, ROUTE_KINDS, MessageFacts, Route, resolve
+from connectors.routing import ROUTE_KINDS, Route, resolve
+from connectors.snapshot import PRIORITIES, MessageFacts
 from connectors.topology import build_topology
 from servers.models import VirtualServer
 from smtpadmin.roles import Role

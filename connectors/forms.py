@@ -14,7 +14,7 @@ from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
 from connectors.models import Connector, ScheduleMode, check_address_spaces
-from connectors.routing import PRIORITIES
+from connectors.snapshot import PRIORITIES
 from servers.models import VirtualServer
 from smtpadmin.sheets import LinesField, SheetForm, SheetPart
 from smtpadmin.validators import SCHEDULE_SLOTS, SCHEDULE_SLOTS_PER_DAY, normalize_address

@@ -12,7 +12,7 @@ from typing import cast
 from django.db.models import Prefetch
 
 from connectors.models import Connector
-from connectors.routing import (
+from connectors.snapshot import (
     AcceptedDomainFacts,
     AcceptedDomainType,
     AddressSpaceFacts,

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.views.generic import TemplateView
 
 from connectors.forms import SimulatorForm
-from connectors.routing import MessageFacts, Route, resolve
+from connectors.routing import Route, resolve
+from connectors.snapshot import MessageFacts
 from connectors.topology import build_topology
 from smtpadmin.access import RoleRequiredMixin
 

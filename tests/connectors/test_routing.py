@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from connectors.routing import (
+from connectors.routing import Route, RouteKind, resolve
+from connectors.snapshot import (
     AcceptedDomainFacts,
     AddressSpaceFacts,
     BridgeheadFacts,
@@ -16,10 +17,7 @@ from connectors.routing import (
     ContentRestrictions,
     DeliveryRestrictions,
     MessageFacts,
-    Route,
-    RouteKind,
     Topology,
-    resolve,
 )
 
 SENDER = "alice@sender.example"

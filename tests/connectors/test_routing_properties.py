@@ -8,8 +8,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.routing import (
-    ROUTE_KINDS,
+from connectors.routing import ROUTE_KINDS, Route, resolve
+from connectors.snapshot import (
     AcceptedDomainFacts,
     AddressSpaceFacts,
     BridgeheadFacts,
@@ -17,9 +17,7 @@ from connectors.routing import (
     ContentRestrictions,
     DeliveryRestrictions,
     MessageFacts,
-    Route,
     Topology,
-    resolve,
 )
 from smtpadmin.validators import pattern_matches, pattern_specificity
 

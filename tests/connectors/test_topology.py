@@ -11,14 +11,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connectors.models import AddressSpace, Connector
-from connectors.routing import (
+from connectors.routing import resolve
+from connectors.snapshot import (
     AcceptedDomainFacts,
     AddressSpaceFacts,
     BridgeheadFacts,
     ContentRestrictions,
     DeliveryRestrictions,
     MessageFacts,
-    resolve,
 )
 from connectors.topology import build_topology
 from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
