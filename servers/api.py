@@ -1,14 +1,18 @@
-"""/api/v1/ resources of the servers app: routing groups, servers, virtual servers, accepted
-domains, mailboxes, SMTP credentials and certificates."""
+"""/api/v1/ resources of the servers app: routing groups, servers, virtual servers (with their
+current sessions), accepted domains, mailboxes, SMTP credentials and certificates."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from django.urls import re_path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +23,7 @@ from servers.models import (
     RoutingGroup,
     Server,
     SmtpCredential,
+    SmtpSession,
     VirtualServer,
 )
 from servers.models.virtual_server import PROFILE_CHOICES, PROFILES
@@ -139,6 +144,99 @@ class VirtualServerViewSet(AuditedModelViewSet):
     def pause(self, request: Request, pk: str | None = None) -> Response:
         """Set the desired state to paused: new connections get 421, sessions continue."""
         return self._set_state(request, VirtualServer.DesiredState.PAUSED)
+
+
+class SmtpSessionSerializer(serializers.ModelSerializer):
+    """A live SMTP session of a virtual server, as its relay worker reports it (read-only)."""
+
+    class Meta:
+        model = SmtpSession
+        fields = [
+            "id",
+            "virtual_server",
+            "client_address",
+            "client_port",
+            "client_name",
+            "helo",
+            "auth_user",
+            "tls",
+            "connected_at",
+            "messages",
+            "terminate_requested_at",
+            "terminate_requested_by",
+        ]
+        read_only_fields = fields
+
+
+class TerminateAllSerializer(serializers.Serializer):
+    """What Terminate All asked the relay worker to do."""
+
+    virtual_server = serializers.IntegerField()
+    requested = serializers.IntegerField(
+        help_text="How many sessions were asked to end (those already ending are not counted)."
+    )
+
+
+VIRTUAL_SERVER_ID = OpenApiParameter(
+    "virtual_server_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The virtual server."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[VIRTUAL_SERVER_ID],
+        description="The live sessions of the virtual server, as its relay worker reports "
+        "them every second.",
+    ),
+    retrieve=extend_schema(parameters=[VIRTUAL_SERVER_ID], description="One live session."),
+)
+class SmtpSessionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Current Sessions of a virtual server; Terminate and Terminate All (Administrator and
+    Full Administrator). The relay worker ends the sessions within seconds."""
+
+    serializer_class = SmtpSessionSerializer
+    search_fields = ["client_address", "client_name", "helo", "auth_user"]
+    ordering_fields = ["connected_at", "client_address", "messages", "id"]
+    filterset_fields = ["tls", "auth_user"]
+
+    @cached_property
+    def virtual_server(self) -> VirtualServer:
+        # Unknown (or non-numeric) ids are a 404, not an empty list.
+        return get_object_or_404(VirtualServer.objects.all(), pk=self.kwargs["virtual_server_id"])
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request
+            return SmtpSession.objects.none()
+        return SmtpSession.objects.filter(virtual_server=self.virtual_server)
+
+    @extend_schema(
+        request=None,
+        responses={status.HTTP_202_ACCEPTED: SmtpSessionSerializer},
+        parameters=[VIRTUAL_SERVER_ID],
+    )
+    @action(detail=True, methods=["post"])
+    def terminate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Ask the relay worker to end this session (audited). Asking again changes nothing."""
+        session = self.get_object()
+        session.request_termination(by=request.user)
+        current = SmtpSession.objects.filter(pk=session.pk).first()
+        if current is None:
+            return Response({"detail": "The session has ended."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(self.get_serializer(current).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None,
+        responses={status.HTTP_202_ACCEPTED: TerminateAllSerializer},
+        parameters=[VIRTUAL_SERVER_ID],
+    )
+    @action(detail=False, methods=["post"], url_path="terminate-all")
+    def terminate_all(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Ask the relay worker to end every session of this virtual server (audited)."""
+        requested = SmtpSession.request_termination_all(self.virtual_server, by=request.user)
+        return Response(
+            {"virtual_server": self.virtual_server.pk, "requested": requested},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class AcceptedDomainSerializer(ModelCleanSerializer):
@@ -355,6 +453,25 @@ class CertificateViewSet(AuditedModelViewSet):
 api.register("routing-groups", RoutingGroupViewSet)
 api.register("servers", ServerViewSet)
 api.register("virtual-servers", VirtualServerViewSet)
+api.register(
+    r"virtual-servers/(?P<virtual_server_id>[^/.]+)/sessions",
+    SmtpSessionViewSet,
+    basename="virtual-server-sessions",
+)
+# The same endpoints without the trailing slash, as the issue spells them (a POST cannot be
+# redirected to the slashed URL); kept out of the schema, which documents one path each.
+SESSION_ALIASES: list[tuple[str, dict[str, Any]]] = [
+    (r"sessions", {"get": "list"}),
+    (r"sessions/(?P<pk>[^/.]+)/terminate", {"post": "terminate"}),
+    (r"sessions/terminate-all", {"post": "terminate_all"}),
+]
+for pattern, actions in SESSION_ALIASES:
+    api.add_url(
+        re_path(
+            rf"^virtual-servers/(?P<virtual_server_id>[^/.]+)/{pattern}$",
+            SmtpSessionViewSet.as_view(actions, schema=None),
+        )
+    )
 api.register("accepted-domains", AcceptedDomainViewSet)
 api.register("mailboxes", MailboxViewSet)
 api.register("smtp-credentials", SmtpCredentialViewSet)

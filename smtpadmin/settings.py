@@ -52,6 +52,9 @@ SMTPADMIN_SERVER_NAME = env_str("SMTPADMIN_SERVER_NAME", socket.gethostname().sp
 SMTPADMIN_ADMIN_PASSWORD = env_str("SMTPADMIN_ADMIN_PASSWORD", "")
 # Seconds without a heartbeat after which a server is shown as "not responding".
 SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum=5)
+# DNS servers of the relay when a virtual server names none: "ip", "ip:port" or "[v6]:port"
+# (comma-separated); empty = the system resolver (/etc/resolv.conf).
+SMTPADMIN_DNS_SERVERS = env_list("SMTPADMIN_DNS_SERVERS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -119,6 +122,10 @@ def _database(url: str) -> dict[str, Any]:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+        # Tests run the relay worker in threads and subprocesses next to the test itself: they
+        # need a file every connection can open, not a private in-memory database (one per
+        # test run, so runs side by side do not share it).
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     else:
         config["CONN_HEALTH_CHECKS"] = True
     return config

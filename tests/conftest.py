@@ -3,6 +3,7 @@ and an outsider (a user with no role), plus API clients logged in as each."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from smtpadmin.roles import Role, set_role
+from tests.dnsserver import dns_server  # noqa: F401  (the loopback DNS server fixture)
 
 PASSWORD = "correct horse battery staple"
 
@@ -57,3 +59,10 @@ def api_as() -> Any:
 def fast_password_hashing(settings: Any) -> None:
     """Real hashers are slow on purpose; the tests check behaviour, not key stretching."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def no_dns_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test asks the host's resolver: DNS comes from the loopback server of ``dns_server``
+    (which sets SMTPADMIN_DNS_SERVERS); without it, lookups fail at once."""
+    monkeypatch.setattr("relay.dns.RESOLV_CONF", os.devnull)

@@ -3,7 +3,7 @@ nodes in the console tree."""
 
 from django.urls import path
 
-from servers.console import recipients, security, topology, tree, virtual_servers
+from servers.console import recipients, security, sessions, topology, tree, virtual_servers
 
 app_name = "servers"
 
@@ -34,10 +34,16 @@ urlpatterns = [
         )
         for verb, _label, _state in virtual_servers.STATE_ACTIONS
     ],
+    path("virtual-servers/<int:pk>/sessions/", sessions.CurrentSessions.as_view(), name="sessions"),
     path(
-        "virtual-servers/<int:pk>/sessions/",
-        virtual_servers.CurrentSessions.as_view(),
-        name="sessions",
+        "virtual-servers/<int:pk>/sessions/<int:session_pk>/terminate/",
+        sessions.TerminateSession.as_view(),
+        name="session-terminate",
+    ),
+    path(
+        "virtual-servers/<int:pk>/sessions/terminate-all/",
+        sessions.TerminateAllSessions.as_view(),
+        name="sessions-terminate-all",
     ),
     # Recipients
     path("accepted-domains/", recipients.AcceptedDomainList.as_view(), name="accepted-domain-list"),

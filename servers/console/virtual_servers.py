@@ -1,5 +1,5 @@
 """The SMTP virtual server's property sheet (General, Access, Messages, Delivery), its Start /
-Stop / Pause buttons, its deletion and its Current Sessions node."""
+Stop / Pause buttons and its deletion (its Current Sessions are in ``sessions``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views import View
-from django.views.generic import TemplateView
 
 from servers.console.common import safe_next, virtual_server_status
 from servers.models import VirtualServer
@@ -317,33 +316,3 @@ class VirtualServerDelete(SelectsNode, DeleteConfirm):
     def success_url(self, instance: models.Model) -> str:
         assert isinstance(instance, VirtualServer)
         return reverse("servers:smtp", args=[instance.server_id])
-
-
-class CurrentSessions(SelectsNode, RoleRequiredMixin, TemplateView):
-    """Current Sessions: filled by the relay worker's session reports (the relay issue)."""
-
-    template_name = "smtpadmin/list.html"
-
-    @cached_property
-    def virtual_server(self) -> VirtualServer:
-        return get_object_or_404(
-            VirtualServer.objects.select_related("server"), pk=self.kwargs["pk"]
-        )
-
-    def selected_node(self) -> str:
-        return f"vs-{self.virtual_server.pk}-sessions"
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return super().get_context_data(
-            title=f"Current Sessions ({self.virtual_server})",
-            description="Sessions appear here when the relay worker reports them.",
-            headers=[
-                {"label": "Connected client"},
-                {"label": "From"},
-                {"label": "Authenticated user"},
-                {"label": "Since"},
-            ],
-            rows=[],
-            empty_text="No sessions have been reported for this virtual server.",
-            **kwargs,
-        )

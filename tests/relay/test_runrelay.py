@@ -16,10 +16,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from relay.management.commands.runrelay import Command
 from servers.models import RoutingGroup, Server, VirtualServer
+from tests.relay.harness import free_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
@@ -45,48 +45,21 @@ def test_it_runs_as_the_configured_server_by_default(settings: Any) -> None:
     assert Server.objects.filter(name="from-settings", last_seen__isnull=False).exists()
 
 
-def test_it_logs_the_bindings_and_says_it_does_not_listen_yet(
+def test_it_binds_the_virtual_servers_of_its_server_once(
     node1: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    VirtualServer.objects.create(server=node1, ip_address="127.0.0.1", port=2525)
-    VirtualServer.objects.create(
-        server=node1, name="Paused", port=2526, desired_state=VirtualServer.DesiredState.PAUSED
-    )
-
-    with caplog.at_level(logging.INFO, logger="relay.runrelay"):
-        call_command("runrelay", "--once", "--server", "node1")
-
-    assert "'Default SMTP Virtual Server'" in caplog.text
-    assert "on 127.0.0.1:2525: desired state running" in caplog.text
-    assert "on (All Unassigned):2526: desired state paused" in caplog.text
-    assert "listeners are not implemented yet; configuration loaded" in caplog.text
-
-
-def test_it_ignores_the_virtual_servers_of_other_servers(
-    node1: Server, caplog: pytest.LogCaptureFixture
-) -> None:
+    port = free_port()
+    VirtualServer.objects.create(server=node1, ip_address="127.0.0.1", port=port)
     other = Server.objects.create(name="node2", routing_group=RoutingGroup.first())
-    VirtualServer.objects.create(server=other, port=2600)
+    elsewhere = VirtualServer.objects.create(server=other, ip_address="127.0.0.1", port=free_port())
 
-    with caplog.at_level(logging.INFO, logger="relay.runrelay"):
+    with caplog.at_level(logging.INFO, logger="relay.smtp"):
         call_command("runrelay", "--once", "--server", "node1")
 
-    assert ":2600" not in caplog.text
-    assert "(0 virtual servers of server 'node1')" in caplog.text
-
-
-def test_it_reloads_the_configuration_only_when_it_changed(node1: Server) -> None:
-    vs = VirtualServer.objects.create(server=node1, port=2525)
-    command = Command()
-    command.server_name, command.server, command.configuration = "node1", node1, None
-
-    assert command.load_configuration() is True
-    assert command.load_configuration() is False
-    vs.pause()
-    assert command.load_configuration() is True
-    VirtualServer.objects.create(server=node1, name="Second", port=2526)
-    assert command.load_configuration() is True
-    assert command.load_configuration() is False
+    assert f"'Default SMTP Virtual Server' listening on 127.0.0.1:{port}" in caplog.text
+    assert str(elsewhere.port) not in caplog.text
+    elsewhere.refresh_from_db()
+    assert elsewhere.state == VirtualServer.State.UNKNOWN
 
 
 def test_a_bad_interval_is_refused_with_a_message() -> None:
@@ -116,7 +89,7 @@ def test_it_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         )
         try:
             deadline = time.monotonic() + 60
-            while "configuration loaded" not in log_path.read_text():
+            while "runrelay" not in log_path.read_text() or "started" not in log_path.read_text():
                 assert process.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)

@@ -2,9 +2,10 @@
 
 Anonymous callers get 401 (token authentication comes first, so DRF answers with a
 ``WWW-Authenticate: Token`` challenge); an outsider (a user with no role) gets 403 everywhere; a
-view-only administrator reads everything and may change nothing; an administrator changes all
-configuration but not users; a full administrator does everything. The audit log is read-only
-for everyone: writing it answers 405 to those who may read it.
+view-only administrator reads everything and may change nothing (not even terminate an SMTP
+session); an administrator changes all configuration but not users; a full administrator does
+everything. The audit log is read-only for everyone: writing it answers 405 to those who may
+read it, and so are the live SMTP sessions, which only the relay worker writes.
 
 Every allowed write is made with a valid payload and must really succeed, so each 403 here is
 the answer to a request that would otherwise have worked.
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import models
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from connectors.models import AddressSpace, Connector
@@ -31,6 +33,7 @@ from servers.models import (
     RoutingGroup,
     Server,
     SmtpCredential,
+    SmtpSession,
     VirtualServer,
 )
 from smtpadmin.models import AuditEntry, Organization
@@ -94,6 +97,17 @@ def make_certificate(name: str = "mail", common_name: str = "mail.example.com") 
     return certificate
 
 
+def make_session(virtual_server: VirtualServer | None = None, key: str = "mx/1/1") -> SmtpSession:
+    """A live SMTP session as the relay worker reports it."""
+    return SmtpSession.objects.create(
+        virtual_server=virtual_server or make_virtual_server(),
+        key=key,
+        client_address="192.0.2.7",
+        client_port=51234,
+        connected_at=timezone.now(),
+    )
+
+
 def make_user(username: str = "ursula", role: Role = Role.VIEW_ONLY) -> User:
     user = User.objects.create_user(username=username, password=STRONG_PASSWORD)
     set_role(user, role)
@@ -126,6 +140,8 @@ LIST, RETRIEVE, CREATE, UPDATE, PATCH, DELETE = (
 READS = (LIST, RETRIEVE)
 CRUD = (LIST, RETRIEVE, CREATE, UPDATE, PATCH, DELETE)
 ACTIONS = ("start", "stop", "pause")
+# A virtual server's Current Sessions: terminate one (detail) or all (the list).
+TERMINATE, TERMINATE_ALL = "terminate", "terminate-all"
 METHOD = {
     LIST: "get",
     RETRIEVE: "get",
@@ -133,9 +149,18 @@ METHOD = {
     UPDATE: "put",
     PATCH: "patch",
     DELETE: "delete",
-    **{a: "post" for a in ACTIONS},
+    **{a: "post" for a in (*ACTIONS, TERMINATE, TERMINATE_ALL)},
 }
-SUCCESS = {LIST: 200, RETRIEVE: 200, CREATE: 201, UPDATE: 200, PATCH: 200, DELETE: 204}
+SUCCESS = {
+    LIST: 200,
+    RETRIEVE: 200,
+    CREATE: 201,
+    UPDATE: 200,
+    PATCH: 200,
+    DELETE: 204,
+    TERMINATE: 202,
+    TERMINATE_ALL: 202,
+}
 
 
 def _none(obj: Any = None) -> dict[str, Any]:
@@ -153,15 +178,20 @@ class Resource:
     write_role: Role = Role.ADMINISTRATOR
     singleton: bool = False
     query: dict[str, str] = field(default_factory=dict)
+    # The collection's path for a nested resource, from one of its objects.
+    nested: Callable[[Any], str] | None = None
 
     def url(self, operation: str, obj: models.Model | None) -> str:
         if self.path == "routing/resolve":
             return f"{API}{self.path}"  # DESIGN: no trailing slash
+        path = self.nested(obj) if self.nested and obj is not None else self.path
+        if operation == TERMINATE_ALL:
+            return f"{API}{path}/{operation}/"
         if self.singleton or operation in (LIST, CREATE) or obj is None:
-            return f"{API}{self.path}/"
-        if operation in ACTIONS:
-            return f"{API}{self.path}/{obj.pk}/{operation}/"
-        return f"{API}{self.path}/{obj.pk}/"
+            return f"{API}{path}/"
+        if operation in (*ACTIONS, TERMINATE):
+            return f"{API}{path}/{obj.pk}/{operation}/"
+        return f"{API}{path}/{obj.pk}/"
 
     def payload(self, operation: str, obj: Any) -> dict[str, Any] | None:
         if operation == CREATE:
@@ -209,6 +239,13 @@ RESOURCES = [
         update=lambda obj: {"server": obj.server_id, "name": "Renamed", "port": 2527},
         patch=lambda obj: {"port": 2528},
         operations=(*CRUD, *ACTIONS),
+    ),
+    Resource(
+        "virtual-servers/{id}/sessions",
+        make=lambda: make_session(),
+        nested=lambda obj: f"virtual-servers/{obj.virtual_server_id}/sessions",
+        # Live sessions are the relay worker's to write: reading, Terminate, Terminate All.
+        operations=(*READS, TERMINATE, TERMINATE_ALL),
     ),
     Resource(
         "accepted-domains",

@@ -1,54 +1,33 @@
 """The relay worker of one server: ``python manage.py runrelay [--server NAME]``.
 
-For now it is the worker skeleton the SMTP listeners will be built into: it registers the
-server, writes its heartbeat, and loads (and logs) the configuration of the server's virtual
-servers whenever it changes. It does not listen on any port yet, and says so.
+It registers the server, then runs the supervisor (``relay.smtp.supervisor``) on an asyncio
+loop: one SMTP listener per enabled virtual server of this server, following configuration
+changes within a second or two, with heartbeat, Current Sessions and local delivery.
+SIGTERM or Ctrl-C stops accepting, lets sessions in DATA finish (``--grace``) and exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
-import threading
-from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from servers.models import RoutingGroup, Server, VirtualServer
+from relay.smtp.supervisor import Supervisor
+from servers.models import RoutingGroup, Server
 from smtpadmin.host import host_address, host_fqdn, software_version
 
 log = logging.getLogger("relay.runrelay")
 
 APPLICATION_NAME = "runrelay"
-
-
-@dataclass(frozen=True)
-class VirtualServerConfig:
-    """What the listener of one virtual server depends on (for change detection and logs)."""
-
-    id: int
-    name: str
-    binding: str
-    desired_state: str
-    modified_at: Any
-
-    @classmethod
-    def of(cls, virtual_server: VirtualServer) -> VirtualServerConfig:
-        return cls(
-            id=virtual_server.pk,
-            name=virtual_server.name,
-            binding=virtual_server.binding,
-            desired_state=virtual_server.desired_state,
-            modified_at=virtual_server.modified_at,
-        )
 
 
 def name_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
@@ -60,8 +39,8 @@ def name_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any)
 
 class Command(BaseCommand):
     help = (
-        "Run the relay worker of one server: register it, write its heartbeat and follow the "
-        "configuration of its SMTP virtual servers. SIGTERM or Ctrl-C stops it cleanly."
+        "Run the relay worker of one server: its SMTP listeners, heartbeat, Current Sessions "
+        "and local delivery. SIGTERM or Ctrl-C stops it cleanly."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -70,12 +49,22 @@ class Command(BaseCommand):
             default=None,
             help="The server this worker runs as. Default: SMTPADMIN_SERVER_NAME.",
         )
-        parser.add_argument("--once", action="store_true", help="Do a single pass, then exit.")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="One pass (register, heartbeat, bind and report the listeners), then exit.",
+        )
         parser.add_argument(
             "--interval",
             type=float,
-            default=5.0,
-            help="Seconds between passes (heartbeat and configuration check). Default: 5.",
+            default=1.0,
+            help="Seconds between configuration checks. Default: 1.",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=30.0,
+            help="Seconds sessions in DATA get to finish when stopping. Default: 30.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -88,42 +77,58 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--interval must be above 0 and below the heartbeat timeout ({limit} s)."
             )
+        if options["grace"] < 0:
+            raise CommandError("--grace cannot be negative.")
         self.server_name = name
-        self.stopping = threading.Event()
-        self.configuration: tuple[VirtualServerConfig, ...] | None = None
-        self.version = software_version()
-        self.address = host_address()
-
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        version = software_version()
+        # A stop asked for before the event loop runs (during startup) is kept, not lost.
+        self.stop_requested: int | None = None
+        previous = {signum: signal.signal(signum, self._early_signal) for signum in _STOP_SIGNALS}
         connection_created.connect(name_connection)
         try:
             if connection.connection is not None:
                 name_connection(None, connection)
-            self.server = self.register_server()
-            log.info("runrelay %s started as server '%s' (pid %d)", self.version, name, os.getpid())
-            while True:
-                self.close_stale_connections()
-                self.write_heartbeat()
-                self.load_configuration()
-                if options["once"] or self.stopping.wait(interval):
-                    break
+            server = self.register_server()
+            log.info("runrelay %s started as server '%s' (pid %d)", version, name, os.getpid())
+            supervisor = Supervisor(
+                server,
+                interval=interval,
+                heartbeat_interval=min(5.0, limit / 3),
+                grace=options["grace"],
+                version=version,
+                address=host_address(),
+            )
+            asyncio.run(self.serve(supervisor, once=options["once"]))
         finally:
             connection_created.disconnect(name_connection)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         log.info("runrelay for server '%s' stopped", name)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        self.stopping.set()
+    def _early_signal(self, signum: int, frame: Any) -> None:
+        self.stop_requested = signum
 
-    # --- units of work: each returns whether it found something to do --------------------
-    def close_stale_connections(self) -> bool:
-        # Inside an atomic block (a test's transaction) closing would break the transaction.
-        if connection.in_atomic_block:
-            return False
-        close_old_connections()
-        return True
+    async def serve(self, supervisor: Supervisor, *, once: bool) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum, supervisor)
+        if self.stop_requested is not None:
+            self._on_signal(self.stop_requested, supervisor)
+        try:
+            if once:
+                try:
+                    await supervisor.run_pass()
+                finally:
+                    await supervisor.shutdown()
+            else:
+                await supervisor.run()
+        finally:
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int, supervisor: Supervisor) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        supervisor.stop()
 
     def register_server(self) -> Server:
         """This host's Server row, created in the first routing group when missing."""
@@ -142,40 +147,6 @@ class Command(BaseCommand):
             return Server.objects.get(name=self.server_name)
         log.info("registered server '%s' (%s)", server.name, server.fqdn)
         return server
-
-    def write_heartbeat(self) -> bool:
-        if not Server.objects.filter(pk=self.server.pk).exists():
-            log.warning("server '%s' was deleted; registering it again", self.server_name)
-            self.server = self.register_server()
-            self.configuration = None
-        self.server.heartbeat(version=self.version, address=self.address)
-        return True
-
-    def load_configuration(self) -> bool:
-        """Read this server's virtual servers; log them when they differ from the last pass."""
-        configuration = tuple(
-            VirtualServerConfig.of(vs)
-            for vs in VirtualServer.objects.filter(server=self.server).order_by("pk")
-        )
-        if configuration == self.configuration:
-            return False
-        self.configuration = configuration
-        for vs in configuration:
-            log.info(
-                "virtual server '%s' (id %d) on %s: desired state %s",
-                vs.name,
-                vs.id,
-                vs.binding,
-                vs.desired_state,
-            )
-        log.info(
-            "listeners are not implemented yet; configuration loaded "
-            "(%d virtual server%s of server '%s')",
-            len(configuration),
-            "" if len(configuration) == 1 else "s",
-            self.server_name,
-        )
-        return True
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -1,0 +1,12 @@
+"""The relay's models live with their stage (``relay.queue.models``); Django finds them here."""
+
+from relay.queue.models import (
+    LinkQueue,
+    Message,
+    QueueEntry,
+    Recipient,
+    TrackingEvent,
+    new_queue_id,
+)
+
+__all__ = ["LinkQueue", "Message", "QueueEntry", "Recipient", "TrackingEvent", "new_queue_id"]

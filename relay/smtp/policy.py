@@ -1,0 +1,442 @@
+"""Session policy: what a virtual server lets a client do, decided on plain data.
+
+Every function takes the listener's snapshot (``relay.smtp.config``) and facts about the
+session, and returns ``None`` (go ahead) or the ``Reply`` to send, with an RFC 3463 enhanced
+status code and words an administrator reading a log or a bounce understands. No database,
+no DNS, no sockets: the protocol layer looks things up and asks here.
+
+Relay is closed unless the configuration opens it: a recipient is accepted only for a mailbox
+of an authoritative accepted domain, for a relay-type accepted domain, or when this client may
+relay (relay list, or authenticated with "allow all computers which successfully authenticate
+to relay" on). Addresses reach here only through ``addresses.parse_path``, which has already
+refused source routes, '@' in local parts, recipient address literals and anything aiosmtpd
+reads differently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
+
+from connectors.snapshot import AcceptedDomainFacts
+from relay.smtp.addresses import ParsedAddress, Reply, echo
+from relay.smtp.config import Directory, ListenerConfig, OrganizationPolicy
+from smtpadmin.validators import (
+    host_list_matches,
+    normalize_address,
+    parse_host_entry,
+    pattern_matches,
+    pattern_specificity,
+    sender_pattern_matches,
+)
+
+__all__ = [
+    "PAUSED",
+    "ParsedAddress",
+    "Reply",
+    "accepted_domain",
+    "auth_decision",
+    "auth_mechanisms",
+    "bare_line_ending_reply",
+    "connection_decision",
+    "connection_limit_reply",
+    "declared_size_reply",
+    "find_bare_line_ending",
+    "first_bare_line_ending",
+    "hop_count",
+    "hop_count_reply",
+    "may_relay",
+    "message_count_reply",
+    "message_size_reply",
+    "needs_dnsbl",
+    "needs_reverse_dns",
+    "normal_client_ip",
+    "recipient_count_reply",
+    "recipient_decision",
+    "sender_decision",
+    "session_size_reply",
+    "size_refusal",
+]
+
+ONLY_LISTED = "only_listed"
+ALL_EXCEPT_LISTED = "all_except_listed"
+# Sender-specified routing: "user%other@relay", "other!user@relay" (RFC 5321 3.6.1, 2.3.5).
+ROUTING_CHARACTERS = ("%", "!", "@")
+
+PAUSED = Reply(421, "4.3.2 This virtual server is paused; try again later")
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+def normal_client_ip(ip: str) -> str:
+    """The client's address as lists compare it: an IPv4 client of a dual-stack listener
+    (``::ffff:192.0.2.1``) is ``192.0.2.1``, and an IPv6 zone (``%eth0``) is dropped, so a
+    deny list of IPv4 entries cannot be stepped around by the way the socket reports it."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
+
+
+def _who(ip: str, name: str | None) -> str:
+    return f"{ip} ({echo(name)})" if name else ip
+
+
+def _listed(entries: Iterable[str], ip: str, name: str | None) -> bool:
+    # An unknown reverse DNS name (None or "") matches no domain entry.
+    return host_list_matches(list(entries), normal_client_ip(ip), name or None)
+
+
+def needs_reverse_dns(config: ListenerConfig, org: OrganizationPolicy) -> bool:
+    """Whether a session must look up the client's (forward-confirmed) reverse DNS name:
+    the Received header wants it, or a connection or relay list has domain entries. The
+    organization's global accept / deny lists hold addresses only."""
+    if config.reverse_dns_lookup:
+        return True
+    return any(_is_domain_entry(e) for e in (*config.connection_list, *config.relay_list))
+
+
+def _is_domain_entry(entry: str) -> bool:
+    try:
+        return parse_host_entry(entry)[0] == "domain"
+    except ValidationError:
+        return False
+
+
+def needs_dnsbl(client_ip: str, config: ListenerConfig, org: OrganizationPolicy) -> bool:
+    """Whether to ask the block list providers about this client (saves the DNS queries when
+    the answer would not be used)."""
+    return (
+        config.apply_connection_filter
+        and bool(org.block_list_providers)
+        and not _listed(org.global_accept_list, client_ip, None)
+    )
+
+
+# --- connecting ---------------------------------------------------------------------------
+
+
+def connection_decision(
+    client_ip: str,
+    client_name: str | None,
+    config: ListenerConfig,
+    org: OrganizationPolicy,
+    *,
+    dnsbl_listing: str | None = None,
+) -> Reply | None:
+    """May this client connect? ``None`` = send the banner.
+
+    With "apply connection filter" on: the organization's global accept list lets a client
+    past the global deny list and the block lists (not past the virtual server's own
+    connection control); the deny list and a DNSBL listing (``dnsbl_listing``, e.g. "listed
+    by zen.example.org") refuse it. Then the virtual server's connection control: "only the
+    list below" or "all except the list below", by IP, subnet or reverse DNS domain.
+    """
+    ip = normal_client_ip(client_ip)
+    who = _who(ip, client_name)
+    if config.apply_connection_filter and not _listed(org.global_accept_list, ip, None):
+        if _listed(org.global_deny_list, ip, None):
+            return Reply(554, f"5.7.1 Access denied: {ip} is on this organization's deny list")
+        if dnsbl_listing:
+            return Reply(554, f"5.7.1 Access denied: {ip} is {echo(dnsbl_listing)}")
+    listed = _listed(config.connection_list, ip, client_name)
+    if config.connection_mode == ONLY_LISTED and not listed:
+        return Reply(
+            554,
+            f"5.7.1 Access denied: {who} is not among the computers allowed to connect "
+            "to this virtual server",
+        )
+    if config.connection_mode != ONLY_LISTED and listed:
+        return Reply(
+            554,
+            f"5.7.1 Access denied: {who} is among the computers refused by this virtual server",
+        )
+    return None
+
+
+def connection_limit_reply(open_connections: int, config: ListenerConfig) -> Reply | None:
+    """``open_connections``: the sessions already open, not counting this one."""
+    limit = config.connection_limit
+    if limit is not None and open_connections >= limit:
+        return Reply(
+            421, f"4.4.5 Too many connections to this virtual server (limit {limit}); try later"
+        )
+    return None
+
+
+# --- authentication and TLS ---------------------------------------------------------------
+
+
+def auth_mechanisms(config: ListenerConfig, *, tls: bool) -> tuple[str, ...]:
+    """The AUTH mechanisms to advertise in the EHLO answer (none: do not advertise AUTH)."""
+    if not config.auth_basic or (config.auth_basic_requires_tls and not tls):
+        return ()
+    return ("PLAIN", "LOGIN")
+
+
+def auth_decision(config: ListenerConfig, *, tls: bool) -> Reply | None:
+    """May the client start AUTH now?"""
+    if not config.auth_basic:
+        return Reply(502, "5.5.1 Authentication is not enabled on this virtual server")
+    if config.auth_basic_requires_tls and not tls:
+        return Reply(538, "5.7.11 Encryption required for authentication: issue STARTTLS first")
+    return None
+
+
+# --- MAIL FROM ----------------------------------------------------------------------------
+
+
+def sender_decision(
+    sender: ParsedAddress,
+    *,
+    config: ListenerConfig,
+    org: OrganizationPolicy,
+    authenticated: bool,
+    tls: bool,
+) -> Reply | None:
+    """May a transaction start with this sender? TLS and authentication requirements first,
+    then the organization's sender filter when this virtual server applies it."""
+    if config.require_tls and not tls:
+        return Reply(530, "5.7.0 Must issue a STARTTLS command first")
+    if not config.auth_anonymous and not authenticated:
+        return Reply(
+            530, "5.7.0 Authentication required: this virtual server does not take anonymous mail"
+        )
+    if config.apply_sender_filter:
+        if sender.is_null:
+            if org.filter_blank_senders:
+                return Reply(
+                    550,
+                    "5.7.1 Mail from the null sender <> is refused by this organization's "
+                    "sender filter",
+                )
+        elif any(sender_pattern_matches(p, sender.address) for p in org.blocked_senders):
+            return Reply(
+                550,
+                f"5.7.1 Sender <{sender.address}> is refused by this organization's sender filter",
+            )
+    return None
+
+
+# --- RCPT TO ------------------------------------------------------------------------------
+
+
+def may_relay(
+    client_ip: str, client_name: str | None, authenticated: bool, config: ListenerConfig
+) -> bool:
+    """May this client send to domains this organization does not accept mail for?
+
+    Authenticated clients may when "allow all computers which successfully authenticate to
+    relay" is on. Otherwise the relay list decides: "only the list below" (an empty list lets
+    no one relay) or "all except the list below". A domain entry matches only a known,
+    forward-confirmed reverse DNS name (``None`` or ``""`` = unknown: matches nothing).
+    """
+    if authenticated and config.relay_allow_authenticated:
+        return True
+    listed = _listed(config.relay_list, client_ip, client_name)
+    if config.relay_mode == ALL_EXCEPT_LISTED:
+        return not listed
+    return listed  # "only the list below", and anything unexpected: closed
+
+
+def accepted_domain(domain: str, directory: Directory) -> AcceptedDomainFacts | None:
+    """The most specific accepted domain covering ``domain``. ``*.example.com`` covers the
+    sub-domains of example.com, not example.com itself. A bare ``*`` is ignored: the model
+    refuses it (it would accept every domain), and this is the last line of defence."""
+    if domain.startswith("["):
+        return None
+    matches = [
+        d
+        for d in directory.accepted_domains
+        if d.pattern != "*" and pattern_matches(d.pattern, domain)
+    ]
+    return max(matches, key=lambda d: pattern_specificity(d.pattern), default=None)
+
+
+def recipient_decision(
+    rcpt: ParsedAddress,
+    *,
+    client_ip: str,
+    client_name: str | None,
+    authenticated: bool,
+    config: ListenerConfig,
+    org: OrganizationPolicy,
+    directory: Directory,
+) -> Reply | None:
+    """Accept this recipient (``None``) or say why not.
+
+    A mailbox of an authoritative domain is accepted, any other address there refused with
+    550 5.1.1 now (no bounce later, so no backscatter). A relay-type accepted domain (internal
+    or external relay) is accepted, except local parts with '%', '!' or '@' (sender-specified
+    routing the next hop might obey) from a client that may not relay. Every other domain is
+    relay: only for clients ``may_relay`` allows, 550 5.7.1 otherwise.
+    """
+    if rcpt.is_null:
+        return Reply(501, "5.1.3 The null address <> cannot be a recipient")
+    if config.apply_recipient_filter and any(
+        sender_pattern_matches(p, rcpt.address) for p in org.blocked_recipients
+    ):
+        return Reply(
+            550,
+            f"5.7.1 Recipient <{rcpt.address}> is refused by this organization's recipient filter",
+        )
+    accepted = accepted_domain(rcpt.domain, directory)
+    if accepted is not None and accepted.type == "authoritative":
+        if rcpt.address.lower() in directory.mailboxes:
+            return None
+        return Reply(550, f"5.1.1 <{rcpt.address}>: no such mailbox here")
+    relay = may_relay(client_ip, client_name, authenticated, config)
+    if accepted is not None:
+        if not relay and any(c in rcpt.local for c in ROUTING_CHARACTERS):
+            return Reply(
+                550,
+                f"5.7.1 Relaying denied: <{rcpt.address}> names another destination inside "
+                "the local part ('%', '!' or '@'); that routing is not accepted from this client",
+            )
+    elif not relay:
+        return Reply(550, f"5.7.1 Relaying denied: {_relay_hint(rcpt.domain, config)}")
+    return _routable(rcpt)
+
+
+def _relay_hint(domain: str, config: ListenerConfig) -> str:
+    text = f"this server does not accept mail for {domain}"
+    if config.relay_allow_authenticated and config.auth_basic:
+        return f"{text} from unauthenticated clients; authenticate to relay"
+    return f"{text}, and your computer is not allowed to relay through it"
+
+
+def _routable(rcpt: ParsedAddress) -> Reply | None:
+    """Routing and delivery handle dot-atom ASCII local parts only: refuse the others now
+    rather than bounce them later."""
+    try:
+        normalize_address(rcpt.address)
+    except (ValidationError, ValueError):
+        return Reply(
+            553,
+            f"5.1.3 <{echo(rcpt.address)}>: this server cannot route a local part like this "
+            "(letters, digits, dots and !#$%&'*+-/=?^_`{|}~ only)",
+        )
+    return None
+
+
+# --- limits -------------------------------------------------------------------------------
+
+
+def _size_reply(size: int, config: ListenerConfig) -> Reply | None:
+    limit = config.message_size_limit
+    if limit is not None and size > limit:
+        return Reply(552, f"5.3.4 Message size exceeds fixed maximum message size ({limit} bytes)")
+    return None
+
+
+def declared_size_reply(declared: int | None, config: ListenerConfig) -> Reply | None:
+    """MAIL FROM ... SIZE=n over the message size limit."""
+    return None if declared is None else _size_reply(declared, config)
+
+
+def message_size_reply(size: int, config: ListenerConfig) -> Reply | None:
+    """The message as received (after DATA) over the message size limit."""
+    return _size_reply(size, config)
+
+
+def session_size_reply(session_bytes: int, config: ListenerConfig) -> Reply | None:
+    """``session_bytes``: the messages of this session so far including the current one."""
+    limit = config.session_size_limit
+    if limit is not None and session_bytes > limit:
+        return Reply(
+            552,
+            f"5.3.4 Session size limit exceeded ({limit} bytes for all messages of one "
+            "connection); send the rest in a new connection",
+        )
+    return None
+
+
+def size_refusal(declared: int, session_bytes: int, config: ListenerConfig) -> Reply | None:
+    """MAIL FROM ... SIZE=``declared``: over the message size limit, or over what is left of
+    the session size limit after the ``session_bytes`` already accepted in this session."""
+    return declared_size_reply(declared, config) or session_size_reply(
+        session_bytes + declared, config
+    )
+
+
+def recipient_count_reply(accepted_so_far: int, config: ListenerConfig) -> Reply | None:
+    """Before accepting one more recipient: over the limit, the client sends the rest later
+    (RFC 5321 4.5.3.1.10)."""
+    limit = config.recipients_per_message
+    if limit is not None and accepted_so_far >= limit:
+        return Reply(
+            452, f"4.5.3 Too many recipients (limit {limit} per message); send the rest later"
+        )
+    return None
+
+
+def message_count_reply(messages_so_far: int, config: ListenerConfig) -> Reply | None:
+    """Before a new transaction (MAIL FROM): the messages already accepted in this session.
+    A 421 reply: close the connection after sending it."""
+    limit = config.messages_per_connection
+    if limit is not None and messages_so_far >= limit:
+        return Reply(
+            421,
+            f"4.7.0 Too many messages in one connection (limit {limit}); reconnect to send more",
+        )
+    return None
+
+
+# --- DATA ---------------------------------------------------------------------------------
+
+_RECEIVED = re.compile(rb"received[ \t]*:", re.IGNORECASE)
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def hop_count(header_block: bytes) -> int:
+    """The Received header fields of a message's header block (or of a whole message: the
+    count stops at the first empty line). Continuation lines do not count."""
+    count = 0
+    for line in header_block.splitlines():
+        if not line:
+            break
+        if _RECEIVED.match(line):
+            count += 1
+    return count
+
+
+def hop_count_reply(header_block: bytes, config: ListenerConfig) -> Reply | None:
+    """More Received headers than ``max_hop_count``: the message is probably looping."""
+    hops = hop_count(header_block)
+    if hops > config.max_hop_count:
+        return Reply(
+            554,
+            f"5.4.6 Too many hops: {hops} Received headers, the limit is {config.max_hop_count}; "
+            "the message is probably looping",
+        )
+    return None
+
+
+def find_bare_line_ending(line: bytes) -> bool:
+    """Does a CR or LF appear in ``line`` other than as its final CRLF? (aiosmtpd hands lines
+    that end at CRLF; a CR or LF inside is what SMTP smuggling hides "\\n.\\n" in.)"""
+    body = line[:-2] if line.endswith(b"\r\n") else line
+    return b"\r" in body or b"\n" in body
+
+
+def first_bare_line_ending(data: bytes) -> int | None:
+    """The offset of the first CR not followed by LF or LF not preceded by CR in a whole
+    message, or None when every line ends with CRLF."""
+    found = _BARE.search(data)
+    return found.start() if found else None
+
+
+def bare_line_ending_reply(data: bytes) -> Reply | None:
+    """Refuse message data with a bare CR or LF anywhere (CVE-2023-51764, CVE-2024-27305:
+    a next hop reading "\\n.\\n" as the end of data would take what follows as a second,
+    forged message)."""
+    if first_bare_line_ending(data) is None:
+        return None
+    return Reply(
+        554,
+        "5.6.0 Message refused: it contains a bare CR or LF; every line must end with CRLF",
+    )

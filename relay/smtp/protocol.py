@@ -1,0 +1,607 @@
+"""One SMTP session: aiosmtpd's protocol, made to enforce a virtual server's settings.
+
+aiosmtpd parses the commands; this subclass adds what a relay needs around them and asks
+``relay.smtp.policy`` (pure functions) for every decision:
+
+* admission before the greeting: paused listener, connection limit, connection control,
+  global accept / deny lists, block lists (reverse DNS looked up off the loop when needed);
+* MAIL: TLS and authentication requirements, messages per connection, declared SIZE against
+  the message and session limits, the sender filter;
+* RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter;
+* AUTH PLAIN / LOGIN checked in a thread against SMTP credentials, failures slowed down;
+* DATA read here rather than by aiosmtpd, so a bare CR or LF anywhere ends the session (SMTP
+  smuggling) and size, session size, line length and hop count get their RFC replies;
+* intake (database) in a thread; 250 only once the message is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from relay.smtp import policy
+from relay.smtp.addresses import Reply, parse_path
+from relay.smtp.config import ListenerConfig
+
+if TYPE_CHECKING:
+    from relay.smtp.supervisor import Listener
+
+log = logging.getLogger("relay.smtp")
+# aiosmtpd logs every command at INFO (addresses included); the protocol log is ours.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+IDENT = "ESMTP smtpadmin"
+# Abuse limits of one session (Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit).
+JUNK_COMMAND_LIMIT = 100  # NOOP, RSET, VRFY, HELP, EXPN
+HARD_ERROR_LIMIT = 20  # 5xx replies, e.g. guessing recipients
+# Command rate: a burst, then this many commands per second; faster clients are slowed down.
+COMMAND_BURST = 1000
+COMMANDS_PER_SECOND = 200.0
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP", "EXPN"})
+# Reverse DNS and block-list lookups before the greeting wait at most this long.
+ADMISSION_DNS_TIMEOUT = 5.0
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP protocol with a virtual server's policy; also its own handler."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.runtime = listener.runtime
+        self.config: ListenerConfig = listener.config  # fixed for the session's lifetime
+        self.organization = self.runtime.organization
+        self.directory = self.runtime.directory
+        config = self.config
+        super().__init__(
+            self,
+            data_size_limit=config.message_size_limit,
+            enable_SMTPUTF8=True,
+            hostname=config.fqdn,
+            ident=IDENT,
+            tls_context=listener.tls_context,
+            timeout=config.connection_timeout,
+            auth_require_tls=config.auth_basic_requires_tls,
+            auth_exclude_mechanism=() if config.auth_basic else ("PLAIN", "LOGIN"),
+            loop=asyncio.get_running_loop(),
+        )
+        # aiosmtpd keeps these limits on the class, shared by every session; keep our own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self._smtp_methods = {
+            name: self._guarded(name, method) for name, method in self._smtp_methods.items()
+        }
+        self.client_address = ""
+        self.client_port = 0
+        self.client_name: str | None = None  # forward-confirmed reverse DNS name
+        self.connected_at = time.time()
+        self.messages = 0
+        self.session_bytes = 0
+        self.in_data = False
+        self.registered = False
+        self.closing = False
+        self.close_after_data = ""  # a reply: the listener is closing, end after this DATA
+        self.junk_commands = 0
+        self.hard_errors = 0
+        self.tokens = float(COMMAND_BURST)
+        self.tokens_at = time.monotonic()
+        self.raw_argument = ""
+        self.command = ""
+        self.command_started = 0.0
+        self.bytes_in = 0
+
+    # --- connection -----------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if self.registered:
+            return  # the second call comes after STARTTLS
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client_address = _plain_ip(str(peer[0]))
+        self.client_port = int(peer[1]) if len(peer) > 1 else 0
+        self.registered = True
+        self.listener.register(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.registered:
+            self.registered = False
+            self.listener.unregister(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        refusal = await self.admission()
+        if refusal is not None:
+            self.log_line("-", "", str(refusal.code))
+            await self.push(str(refusal))
+            self.close()
+            return
+        await super()._handle_client()
+
+    async def admission(self) -> Reply | None:
+        """Whether this client may talk to us at all; looks up DNS only when needed."""
+        listener, config, organization = self.listener, self.config, self.organization
+        if listener.paused:
+            return policy.PAUSED
+        limited = policy.connection_limit_reply(listener.open_sessions(self), config)
+        if limited is not None:
+            return limited
+        resolver = None
+        if policy.needs_reverse_dns(config, organization):
+            resolver = self.runtime.resolver(config.external_dns_servers)
+            from relay.dns import reverse_name
+
+            self.client_name = await reverse_name(
+                self.client_address, resolver, ADMISSION_DNS_TIMEOUT
+            )
+        listing = None
+        if config.apply_connection_filter and organization.block_list_providers:
+            from relay.dns import dnsbl_listing
+
+            resolver = resolver or self.runtime.resolver(config.external_dns_servers)
+            listing = await dnsbl_listing(
+                self.client_address,
+                list(organization.block_list_providers),
+                resolver,
+                ADMISSION_DNS_TIMEOUT,
+            )
+        return policy.connection_decision(
+            self.client_address,
+            self.client_name,
+            config,
+            organization,
+            dnsbl_listing=listing,
+        )
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def terminate(self, reply: str = "421 4.3.2 Session terminated by the administrator") -> None:
+        """Close the session now (Terminate, Terminate All, stopping the listener)."""
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(AttributeError, RuntimeError, ConnectionError):
+                self._writer.write(reply.encode() + b"\r\n")
+        self.close()
+
+    # --- every command: rate, junk and error limits, protocol log ---------------------------
+    def _guarded(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        async def guarded(argument: str | None) -> None:
+            await self._throttle()
+            if name in JUNK_COMMANDS:
+                self.junk_commands += 1
+                if self.junk_commands > JUNK_COMMAND_LIMIT:
+                    await self.push("421 4.7.0 Too many commands without mail, closing")
+                    self.close()
+                    return
+            self.command = name
+            self.raw_argument = argument or ""
+            self.command_started = time.monotonic()
+            await method(argument)
+
+        return guarded
+
+    async def _throttle(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(
+            float(COMMAND_BURST), self.tokens + (now - self.tokens_at) * COMMANDS_PER_SECOND
+        )
+        self.tokens_at = now
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) / COMMANDS_PER_SECOND)
+            self.tokens = 1.0
+            self.tokens_at = time.monotonic()
+        self.tokens -= 1
+
+    async def push(self, status: Any) -> None:
+        text = status.decode(errors="replace") if isinstance(status, bytes) else str(status)
+        code = text[:3]
+        if self.command and text[3:4] != "-":  # a multi-line reply is logged once
+            argument = self.raw_argument
+            if self.command == "AUTH":
+                argument = argument.split(" ", 1)[0]  # never the credentials
+            self.log_line(self.command, argument, code)
+            if not text.startswith("3"):
+                self.command = ""
+        await super().push(status)
+        if code.startswith("5"):
+            self.hard_errors += 1
+            if self.hard_errors >= HARD_ERROR_LIMIT and not self.closing:
+                await super().push("421 4.7.0 Too many errors, closing connection")
+                self.close()
+
+    def log_line(self, method: str, argument: str, status: str) -> None:
+        protocol_log = self.listener.protocol_log
+        if protocol_log is None:
+            return
+        elapsed = int((time.monotonic() - self.command_started) * 1000) if method != "-" else 0
+        protocol_log.write(
+            client_ip=self.client_address,
+            username=self.login_name or "-",
+            server_ip=self.listener.local_address(self.transport),
+            server_port=self.config.port,
+            method=method,
+            argument=argument,
+            status=status,
+            bytes_in=self.bytes_in,
+            bytes_out=0,
+            time_taken_ms=elapsed,
+        )
+        self.bytes_in = 0
+
+    # --- facts for Current Sessions and intake ---------------------------------------------
+    @property
+    def helo(self) -> str:
+        return (self.session.host_name or "") if self.session else ""
+
+    @property
+    def tls(self) -> bool:
+        return self._tls_protocol is not None
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.session and self.session.authenticated)
+
+    @property
+    def login_name(self) -> str:
+        if not self.authenticated or self.session is None:
+            return ""
+        login = self.session.login_data
+        return login.decode(errors="replace") if isinstance(login, bytes) else str(login or "")
+
+    # --- handler hooks ----------------------------------------------------------------------
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        session.host_name = hostname
+        return f"250 {self.config.fqdn}"
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        answer = [responses[0]]
+        for line in responses[1:-1]:
+            if line.startswith("250-AUTH") and not self._auth_methods:
+                continue  # basic authentication is off
+            answer.append(line)
+        answer.insert(1, "250-PIPELINING")
+        answer.append("250 HELP")
+        return answer
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        refusal = policy.auth_decision(self.config, tls=self.tls)
+        if refusal is None and self.config.require_tls and not self.tls:
+            refusal = Reply(530, "5.7.0 Must issue a STARTTLS command first")
+        if refusal is not None:
+            await self.push(str(refusal))
+            return
+        await super().smtp_AUTH(arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self.session is not None and self.session.host_name:
+            refusal = self.mail_refusal(arg or "")
+            if refusal is not None:
+                await self.push(str(refusal))
+                if refusal.code == 421:
+                    self.close()
+                return
+        await super().smtp_MAIL(arg)
+
+    def mail_refusal(self, argument: str) -> Reply | None:
+        config = self.config
+        if config.require_tls and not self.tls:
+            return Reply(530, "5.7.0 Must issue a STARTTLS command first")
+        if not config.auth_anonymous and not self.authenticated:
+            return Reply(530, "5.7.0 Authentication required")
+        too_many = policy.message_count_reply(self.messages, config)
+        if too_many is not None:
+            return too_many
+        declared = _declared_size(argument)
+        if declared is not None:
+            return policy.size_refusal(declared, self.session_bytes, config)
+        return None
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        parsed = parse_path(
+            _after_keyword(self.raw_argument, "FROM:"),
+            address,
+            sender=True,
+            smtputf8="SMTPUTF8" in (option.upper() for option in mail_options),
+        )
+        if isinstance(parsed, Reply):
+            return str(parsed)
+        refusal = policy.sender_decision(
+            parsed,
+            config=self.config,
+            org=self.organization,
+            authenticated=self.authenticated,
+            tls=self.tls,
+        )
+        if refusal is not None:
+            self.track_rejection(parsed.address, "", refusal)
+            return str(refusal)
+        envelope.mail_from = parsed.address if not parsed.is_null else "<>"
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        envelope = self.envelope
+        if envelope is not None and envelope.mail_from:
+            too_many = policy.recipient_count_reply(len(envelope.rcpt_tos), self.config)
+            if too_many is not None:
+                await self.push(str(too_many))
+                return
+        await super().smtp_RCPT(arg)
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        parsed = parse_path(
+            _after_keyword(self.raw_argument, "TO:"),
+            address,
+            sender=False,
+            smtputf8=bool(envelope.smtp_utf8),
+        )
+        if isinstance(parsed, Reply):
+            return str(parsed)
+        refusal = policy.recipient_decision(
+            parsed,
+            client_ip=self.client_address,
+            client_name=self.client_name,
+            authenticated=self.authenticated,
+            config=self.config,
+            org=self.organization,
+            directory=self.directory,
+        )
+        if refusal is not None:
+            self.track_rejection(_sender(envelope), parsed.address, refusal)
+            return str(refusal)
+        if parsed.address not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(parsed.address)
+        return "250 2.1.5 Recipient OK"
+
+    def track_rejection(self, sender: str, recipient: str, reply: Reply) -> None:
+        if not self.organization.message_tracking_enabled:
+            return
+        from relay.intake import record_rejected
+
+        self.listener.background(
+            self.runtime.run(
+                record_rejected,
+                virtual_server_id=self.config.id,
+                client_address=self.client_address,
+                sender=sender,
+                recipient=recipient,
+                reply=str(reply),
+                auth_user=self.login_name,
+            )
+        )
+
+    # --- AUTH PLAIN / LOGIN: decoded here, checked in a thread -----------------------------
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if not isinstance(response, bytes):
+                return AuthResult(success=False, handled=True)  # answered 501 already
+            decoded: bytes = response
+        else:
+            try:
+                decoded = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Cannot decode the base64 data")
+                return AuthResult(success=False, handled=True)
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the PLAIN data")
+            return AuthResult(success=False, handled=True)
+        return await self.check_login(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)  # answered 501 already
+        else:
+            try:
+                login = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Cannot decode the base64 data")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)  # answered 501 already
+        return await self.check_login(login, password)
+
+    async def check_login(self, login: bytes, password: bytes) -> AuthResult:
+        from relay.smtp.auth import check_credentials
+
+        # Undecodable bytes stay as surrogates: counted and slowed down, and they match nothing.
+        username = login.decode("utf-8", errors="surrogateescape")
+        secret = password.decode("utf-8", errors="surrogateescape")
+        outcome = await self.runtime.run(
+            check_credentials,
+            username,
+            secret,
+            virtual_server_id=self.config.id,
+            client_ip=self.client_address,
+        )
+        if outcome.ok:
+            return AuthResult(
+                success=True,
+                auth_data=LoginPassword(outcome.username.encode(), b""),
+                message=outcome.reply,
+            )
+        if outcome.delay:
+            await asyncio.sleep(outcome.delay)
+        return AuthResult(success=False, handled=False, message=outcome.reply)
+
+    # --- DATA --------------------------------------------------------------------------------
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # "In DATA" lasts until the reply is sent: stopping the listener waits for it, so a
+        # message stored is never answered with anything but its 250.
+        self.in_data = True
+        try:
+            content, problem = await self.read_data()
+            if problem is not None:
+                self._set_post_data_state()
+                await self.push(str(problem))
+                if problem.code == 554 and problem.text.startswith("5.5.2 Bare"):
+                    self.close()
+                return
+            reply = await self.accept_message(content)
+            self._set_post_data_state()
+            await self.push(reply)
+        finally:
+            self.in_data = False
+        if self.close_after_data:
+            self.terminate(self.close_after_data)
+
+    async def read_data(self) -> tuple[bytes, Reply | None]:
+        """The message up to the lone dot, dot-unstuffed; or the reason it is refused. A
+        message over a limit is read to its end first (RFC 5321 4.2.5); a bare CR or LF
+        refuses at once: what follows it might be smuggled commands."""
+        config = self.config
+        lines: list[bytes] = []
+        size = 0
+        problem: Reply | None = None
+        fragments: list[bytes] = []
+        while self.transport is not None:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as overrun:
+                line = await self._reader.read(overrun.consumed)
+                if problem is None:
+                    problem = Reply(500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
+                lines.clear()
+            self._reset_timeout()
+            self.bytes_in += len(line)
+            if not fragments and line == b".\r\n":
+                break
+            if not line.endswith(b"\r\n"):
+                fragments.append(line)
+                continue
+            if fragments:
+                fragments.clear()
+                continue  # the end of an over-long line, already refused
+            if policy.find_bare_line_ending(line):
+                return b"", Reply(
+                    554,
+                    "5.5.2 Bare CR or LF in message data is not accepted "
+                    "(SMTP smuggling protection); closing connection",
+                )
+            size += len(line)
+            if problem is not None:
+                continue
+            if len(line) > self.line_length_limit + 1:
+                problem = Reply(500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
+                lines.clear()
+            elif (
+                problem := policy.message_size_reply(size, config)
+                or policy.session_size_reply(self.session_bytes + size, config)
+            ) is not None:
+                lines.clear()
+            else:
+                lines.append(line[1:] if line.startswith(b".") else line)
+        return b"".join(lines), problem
+
+    async def accept_message(self, content: bytes) -> str:
+        from relay.intake import Envelope as IntakeEnvelope
+        from relay.intake import accept
+
+        envelope = self.envelope
+        assert envelope is not None
+        header_end = content.find(b"\r\n\r\n")
+        header_block = content if header_end < 0 else content[: header_end + 2]
+        looping = policy.hop_count_reply(header_block, self.config)
+        if looping is not None:
+            for recipient in envelope.rcpt_tos:
+                self.track_rejection(_sender(envelope), recipient, looping)
+            return str(looping)
+        intake = IntakeEnvelope(
+            virtual_server_id=self.config.id,
+            sender=_sender(envelope),
+            recipients=tuple(envelope.rcpt_tos),
+            content=content,
+            client_address=self.client_address,
+            client_name=self.client_name or "",
+            helo=self.helo,
+            auth_user=self.login_name,
+            tls=self.tls,
+            esmtp=bool(self.session and self.session.extended_smtp),
+            smtputf8=bool(envelope.smtp_utf8),
+        )
+        try:
+            accepted = await self.runtime.run(accept, intake)
+        except Exception:
+            log.exception("intake failed for a message from %s", self.client_address)
+            return "451 4.3.0 Temporary failure storing the message; try again later"
+        self.messages += 1
+        self.session_bytes += len(content)
+        self.listener.deliver_local_soon(accepted.local_entry_ids)
+        return f"250 2.6.0 Ok: queued as {accepted.queue_id}"
+
+
+def _sender(envelope: Envelope) -> str:
+    sender = envelope.mail_from or ""
+    return "" if sender == "<>" else sender
+
+
+def _after_keyword(raw: str, keyword: str) -> str:
+    """The argument of MAIL FROM: / RCPT TO: after the keyword, path and parameters as sent."""
+    text = raw.strip()
+    if text[: len(keyword)].upper() == keyword:
+        text = text[len(keyword) :].strip()
+    return text
+
+
+def _declared_size(argument: str) -> int | None:
+    for parameter in argument.split():
+        name, _, value = parameter.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _plain_ip(address: str) -> str:
+    """IPv4-mapped IPv6 (::ffff:1.2.3.4, from dual-stack sockets) as plain IPv4."""
+    if address.lower().startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address.split("%", 1)[0]

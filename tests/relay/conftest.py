@@ -1,0 +1,6 @@
+"""Fixtures of the relay tests: the relay worker in a thread and a small organization."""
+
+from tests.relay.harness import relay
+from tests.relay.world import world
+
+__all__ = ["relay", "world"]

@@ -1,0 +1,125 @@
+"""``manage.py runrelay`` as a process: kill -9 right after 250s loses nothing; SIGTERM stops
+cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from relay.models import Message
+from servers.models import VirtualServer
+from tests.relay.harness import smtp, wait_for
+from tests.relay.world import World, message
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def database_url() -> str:
+    """The URL of the test database, for a relay worker in another process."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user, host, port = db.get("USER") or "", db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def start_worker(world: World, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "SMTPADMIN_VAR_DIR": str(tmp_path / "var"),
+        "SECRET_KEY": "test-only",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "runrelay",
+            "--server",
+            world.server.name,
+            "--interval",
+            "0.2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def listening(port: int) -> bool:
+    try:
+        with smtp(port, timeout=1) as client:
+            return client.noop()[0] == 250
+    except OSError:
+        return False
+
+
+def test_messages_answered_250_survive_kill_9(world: World, tmp_path: Path) -> None:
+    world.configure(messages_per_connection=None)
+    worker = start_worker(world, tmp_path)
+    try:
+        wait_for(lambda: listening(world.port), 20)
+        accepted: list[str] = []
+        stop = threading.Event()
+
+        def blast() -> None:
+            # Send until the connection breaks; remember every queue id the relay confirmed.
+            try:
+                with smtp(world.port) as client:
+                    client.ehlo()
+                    while not stop.is_set():
+                        client.mail("load@outside.test")
+                        client.rcpt("alice@smtpadmin.test")
+                        code, reply = client.data(message("load"))
+                        if code == 250:
+                            found = re.search(rb"queued as ([A-Z0-9]+)", reply)
+                            assert found
+                            accepted.append(found.group(1).decode())
+            except Exception:
+                return
+
+        senders = [threading.Thread(target=blast) for _ in range(3)]
+        for sender in senders:
+            sender.start()
+        wait_for(lambda: len(accepted) >= 30, 30)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        stop.set()
+        for sender in senders:
+            sender.join(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    stored = set(Message.objects.values_list("queue_id", flat=True))
+    missing = [qid for qid in accepted if qid not in stored]
+    assert len(accepted) >= 30
+    assert missing == []
+
+
+def test_sigterm_stops_the_worker_cleanly(world: World, tmp_path: Path) -> None:
+    worker = start_worker(world, tmp_path)
+    try:
+        wait_for(lambda: listening(world.port), 20)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, output.decode(errors="replace")
+    assert b"Traceback" not in output
+    world.vs.refresh_from_db()
+    assert world.vs.state == VirtualServer.State.STOPPED
+    assert not listening(world.port)

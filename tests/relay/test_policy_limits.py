@@ -1,0 +1,224 @@
+"""Limits and DATA checks: hop count, bare line endings (SMTP smuggling), message and session
+size, recipients per message, messages per connection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from relay.smtp.config import KB, ListenerConfig
+from relay.smtp.policy import (
+    bare_line_ending_reply,
+    declared_size_reply,
+    find_bare_line_ending,
+    first_bare_line_ending,
+    hop_count,
+    hop_count_reply,
+    message_count_reply,
+    message_size_reply,
+    recipient_count_reply,
+    session_size_reply,
+    size_refusal,
+)
+
+DEFAULT = ListenerConfig(id=1)
+
+
+def received(n: int) -> bytes:
+    return b"".join(
+        b"Received: from a%d.test by b%d.test; Thu, 1 Jan 2026 00:00:00 +0000\r\n" % (i, i)
+        for i in range(n)
+    )
+
+
+# --- hop count ----------------------------------------------------------------------------
+
+
+def test_it_counts_the_received_headers_of_the_header_block() -> None:
+    headers = received(3) + b"From: a@b.test\r\nSubject: hi\r\n"
+
+    assert hop_count(headers) == 3
+    assert hop_count(b"") == 0
+
+
+def test_header_names_are_case_insensitive_and_may_have_blanks_before_the_colon() -> None:
+    assert hop_count(b"RECEIVED: x\r\nreceived : y\r\nReceived\t: z\r\n") == 3
+
+
+def test_continuation_lines_and_look_alike_headers_do_not_count() -> None:
+    headers = (
+        b"Received: from a.test\r\n"
+        b"  by b.test\r\n"
+        b"\tReceived: folded, not a header\r\n"
+        b"X-Received: x\r\n"
+        b"Received-SPF: pass\r\n"
+        b"ReceivedX: y\r\n"
+    )
+
+    assert hop_count(headers) == 1
+
+
+def test_counting_stops_at_the_end_of_the_header_block() -> None:
+    message = received(2) + b"Subject: x\r\n\r\n" + received(30)
+
+    assert hop_count(message) == 2
+
+
+def test_a_message_with_up_to_the_maximum_hop_count_is_accepted() -> None:
+    assert hop_count_reply(received(15), DEFAULT) is None
+    assert hop_count_reply(received(3), replace(DEFAULT, max_hop_count=3)) is None
+
+
+def test_a_message_over_the_maximum_hop_count_is_refused_as_a_loop() -> None:
+    assert str(hop_count_reply(received(16), DEFAULT)) == (
+        "554 5.4.6 Too many hops: 16 Received headers, the limit is 15; "
+        "the message is probably looping"
+    )
+    assert hop_count_reply(received(4), replace(DEFAULT, max_hop_count=3)) is not None
+
+
+# --- bare line endings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"text\n.\nMAIL FROM:<x@y>\r\n",  # \n.\n
+        b"text\r.\rMAIL FROM:<x@y>\r\n",  # \r.\r
+        b"text\n.\r\n",  # \n.\r\n
+        b"text\r\n.\r",  # \r\n.\r (as one chunk: the CRLF is not final)
+        b"bare LF line\n",
+        b"bare LF\nin the middle\r\n",
+        b"bare CR\rinside a line\r\n",
+        b"ends with a bare CR\r",
+        b"\n",
+        b"\r",
+        b"\r\r\n",
+        b"\n\r\n",
+    ],
+)
+def test_a_bare_cr_or_lf_in_a_line_is_found(line: bytes) -> None:
+    assert find_bare_line_ending(line)
+
+
+@pytest.mark.parametrize("line", [b"plain text\r\n", b"\r\n", b".\r\n", b"..stuffed\r\n", b""])
+def test_a_line_ending_in_one_crlf_is_clean(line: bytes) -> None:
+    assert not find_bare_line_ending(line)
+
+
+def aiosmtpd_lines(stream: bytes) -> list[bytes]:
+    """Split DATA the way aiosmtpd 1.4.6 reads it: readuntil(b"\\r\\n"), the rest a fragment."""
+    lines = []
+    while stream:
+        end = stream.find(b"\r\n")
+        if end < 0:
+            lines.append(stream)
+            break
+        lines.append(stream[: end + 2])
+        stream = stream[end + 2 :]
+    return lines
+
+
+SMUGGLING = [
+    b"Subject: a\r\n\r\nfirst\n.\nMAIL FROM:<evil@x.test>\nRCPT TO:<v@y.test>\nDATA\n",
+    b"Subject: a\r\n\r\nfirst\r.\rMAIL FROM:<evil@x.test>\r",
+    b"Subject: a\r\n\r\nfirst\n.\r\nMAIL FROM:<evil@x.test>\r\n",
+    b"Subject: a\r\n\r\nfirst\r\n.\rMAIL FROM:<evil@x.test>\r\n",
+    b"Subject: a\r\n\r\nbare LF line\nnext\r\n",
+    b"Subject: a\r\n\r\nbare CR\rinside\r\n",
+]
+
+
+@pytest.mark.parametrize("stream", SMUGGLING)
+def test_every_smuggling_sequence_is_caught_line_by_line_as_aiosmtpd_reads_it(
+    stream: bytes,
+) -> None:
+    assert any(find_bare_line_ending(line) for line in aiosmtpd_lines(stream))
+
+
+@pytest.mark.parametrize("stream", SMUGGLING)
+def test_every_smuggling_sequence_is_refused_in_the_whole_message(stream: bytes) -> None:
+    assert str(bare_line_ending_reply(stream)) == (
+        "554 5.6.0 Message refused: it contains a bare CR or LF; every line must end with CRLF"
+    )
+
+
+def test_first_bare_line_ending_gives_the_offset() -> None:
+    assert first_bare_line_ending(b"ab\r\ncd\nef\r\n") == 6
+    assert first_bare_line_ending(b"ab\r\ncd\ref\r\n") == 6
+    assert first_bare_line_ending(b"ab\r\n\r\ncd\r\n") is None
+    assert first_bare_line_ending(b"") is None
+
+
+def test_a_clean_message_passes() -> None:
+    message = b"Subject: hi\r\n\r\nline one\r\n.dot\r\n\r\nlast\r\n"
+
+    assert bare_line_ending_reply(message) is None
+    assert not any(find_bare_line_ending(line) for line in aiosmtpd_lines(message))
+
+
+# --- sizes --------------------------------------------------------------------------------
+
+LIMIT = 4096 * KB
+
+
+def test_a_declared_size_over_the_limit_is_refused() -> None:
+    assert declared_size_reply(LIMIT, DEFAULT) is None
+    assert str(declared_size_reply(LIMIT + 1, DEFAULT)) == (
+        "552 5.3.4 Message size exceeds fixed maximum message size (4194304 bytes)"
+    )
+    assert declared_size_reply(None, DEFAULT) is None
+
+
+def test_the_actual_size_over_the_limit_is_refused() -> None:
+    assert message_size_reply(LIMIT, DEFAULT) is None
+    assert str(message_size_reply(LIMIT + 1, DEFAULT)).startswith("552 5.3.4")
+
+
+def test_without_a_size_limit_any_size_is_taken() -> None:
+    unlimited = replace(DEFAULT, message_size_limit=None)
+
+    assert declared_size_reply(10**12, unlimited) is None
+    assert message_size_reply(10**12, unlimited) is None
+
+
+def test_the_session_size_limit_counts_every_message_of_the_connection() -> None:
+    config = replace(DEFAULT, session_size_limit=10 * KB)
+
+    assert session_size_reply(10 * KB, config) is None
+    assert str(session_size_reply(10 * KB + 1, config)) == (
+        "552 5.3.4 Session size limit exceeded (10240 bytes for all messages of one "
+        "connection); send the rest in a new connection"
+    )
+    assert session_size_reply(10**12, DEFAULT) is None
+
+
+def test_size_refusal_checks_the_declared_size_against_both_limits() -> None:
+    config = replace(DEFAULT, session_size_limit=10 * KB, message_size_limit=8 * KB)
+
+    assert size_refusal(8 * KB, 0, config) is None
+    assert str(size_refusal(8 * KB + 1, 0, config)).startswith("552 5.3.4 Message size")
+    assert str(size_refusal(4 * KB, 7 * KB, config)).startswith("552 5.3.4 Session size")
+    assert size_refusal(4 * KB, 6 * KB, config) is None
+
+
+# --- counts -------------------------------------------------------------------------------
+
+
+def test_recipients_over_the_limit_get_452_so_the_client_sends_the_rest_later() -> None:
+    config = replace(DEFAULT, recipients_per_message=100)
+
+    assert recipient_count_reply(99, config) is None
+    assert str(recipient_count_reply(100, config)) == (
+        "452 4.5.3 Too many recipients (limit 100 per message); send the rest later"
+    )
+    assert recipient_count_reply(10**6, replace(DEFAULT, recipients_per_message=None)) is None
+
+
+def test_messages_over_the_per_connection_limit_get_421() -> None:
+    assert message_count_reply(19, DEFAULT) is None
+    assert str(message_count_reply(20, DEFAULT)) == (
+        "421 4.7.0 Too many messages in one connection (limit 20); reconnect to send more"
+    )
+    assert message_count_reply(10**6, replace(DEFAULT, messages_per_connection=None)) is None
