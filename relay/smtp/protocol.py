@@ -28,8 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from relay.dns import dnsbl_listing, reverse_name
+from relay.intake import Envelope as IntakeEnvelope
+from relay.intake import accept, record_rejected
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
+from relay.smtp.auth import check_credentials
 from relay.smtp.config import ListenerConfig
 
 if TYPE_CHECKING:
@@ -134,15 +138,11 @@ class RelaySMTP(SMTP):
         resolver = None
         if policy.needs_reverse_dns(config, organization):
             resolver = self.runtime.resolver(config.external_dns_servers)
-            from relay.dns import reverse_name
-
             self.client_name = await reverse_name(
                 self.client_address, resolver, ADMISSION_DNS_TIMEOUT
             )
         listing = None
         if config.apply_connection_filter and organization.block_list_providers:
-            from relay.dns import dnsbl_listing
-
             resolver = resolver or self.runtime.resolver(config.external_dns_servers)
             listing = await dnsbl_listing(
                 self.client_address,
@@ -389,8 +389,6 @@ class RelaySMTP(SMTP):
     def track_rejection(self, sender: str, recipient: str, reply: Reply) -> None:
         if not self.organization.message_tracking_enabled:
             return
-        from relay.intake import record_rejected
-
         self.listener.background(
             self.runtime.run(
                 record_rejected,
@@ -439,8 +437,6 @@ class RelaySMTP(SMTP):
         return await self.check_login(login, password)
 
     async def check_login(self, login: bytes, password: bytes) -> AuthResult:
-        from relay.smtp.auth import check_credentials
-
         # Undecodable bytes stay as surrogates: counted and slowed down, and they match nothing.
         username = login.decode("utf-8", errors="surrogateescape")
         secret = password.decode("utf-8", errors="surrogateescape")
@@ -543,9 +539,6 @@ class RelaySMTP(SMTP):
         return b"".join(lines), problem
 
     async def accept_message(self, content: bytes) -> str:
-        from relay.intake import Envelope as IntakeEnvelope
-        from relay.intake import accept
-
         envelope = self.envelope
         assert envelope is not None
         header_end = content.find(b"\r\n\r\n")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections
 
+from relay.dns import make_resolver
 from relay.smtp.config import Directory, OrganizationPolicy
 
 log = logging.getLogger("relay.smtp")
@@ -51,8 +52,6 @@ class RelayRuntime:
         """The DNS resolver for a virtual server's external DNS servers (or the default)."""
         resolver = self.resolvers.get(servers)
         if resolver is None:
-            from relay.dns import make_resolver
-
             resolver = self.resolvers[servers] = make_resolver(list(servers))
         return resolver
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from relay.local import deliver_due_local, deliver_local
 from relay.smtp.config import ListenerConfig
 from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
@@ -228,8 +229,6 @@ class Supervisor:
             log.error("background work failed: %r", task.exception())
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
-        from relay.local import deliver_local
-
         for entry_id in entry_ids:
             self.background(self.runtime.run(deliver_local, entry_id, self.runtime.worker))
 
@@ -261,8 +260,6 @@ class Supervisor:
         await self.report()
         if now - self.last_sweep >= LOCAL_SWEEP_SECONDS:
             self.last_sweep = now
-            from relay.local import deliver_due_local
-
             self.background(
                 self.runtime.run(deliver_due_local, self.server_id, self.runtime.worker)
             )

@@ -559,3 +559,79 @@ def test_a_reverse_name_that_does_not_resolve_back_is_not_trusted_for_relay(
         client.ehlo()
         client.mail("app@smtpadmin.test")
         assert client.rcpt("friend@elsewhere.test")[0] == 250
+
+
+# --- addresses, protocol log, tracking of refusals, a loop that never blocks -----------------
+
+
+def test_it_listens_on_ipv6(world: World, relay: Relay) -> None:
+    world.configure(ip_address="::1")
+    relay(world.server)
+    with smtp(world.port, host="::1") as client:
+        client.ehlo()
+        assert client.sendmail("a@outside.test", ["alice@smtpadmin.test"], message()) == {}
+    assert "[IPv6:::1]" in world.delivered("alice@smtpadmin.test")[0]["Received"]
+
+
+def test_all_unassigned_listens_on_every_address(world: World, relay: Relay) -> None:
+    world.configure(ip_address=None)
+    relay(world.server)
+    for host in ("127.0.0.1", "::1"):
+        with smtp(world.port, host=host) as client:
+            assert client.noop()[0] == 250
+
+
+def test_it_writes_the_w3c_protocol_log_when_logging_is_on(
+    world: World, relay: Relay, settings: Any, tmp_path: Any
+) -> None:
+    settings.VAR_DIR = tmp_path / "var"
+    world.configure(logging_enabled=True)
+    relay(world.server)
+    with smtp(world.port) as client:
+        client.ehlo()
+        client.login("relayuser", PASSWORD)
+        client.sendmail("relayuser@smtpadmin.test", ["alice@smtpadmin.test"], message())
+    logs = list((tmp_path / "var" / "logs" / f"SMTPSVC{world.vs.pk}").glob("ex*.log"))
+    assert len(logs) == 1
+    wait_for(lambda: "QUIT" in logs[0].read_text())
+    text = logs[0].read_text()
+    assert "#Fields: date time c-ip cs-username" in text
+    assert re.search(r"127\.0\.0\.1 relayuser .* MAIL .*250", text)
+    assert PASSWORD not in text
+    assert base64.b64encode(f"\0relayuser\0{PASSWORD}".encode()).decode() not in text
+
+
+def test_it_writes_no_protocol_log_when_logging_is_off(
+    world: World, relay: Relay, settings: Any, tmp_path: Any
+) -> None:
+    settings.VAR_DIR = tmp_path / "var"
+    relay(world.server)
+    send(world.port, "a@outside.test", ["alice@smtpadmin.test"], message())
+    assert not (tmp_path / "var" / "logs").exists()
+
+
+def test_refused_recipients_are_tracked(world: World, relay: Relay) -> None:
+    relay(world.server)
+    with smtp(world.port) as client:
+        client.ehlo()
+        client.mail("sender@outside.test")
+        client.rcpt("victim@elsewhere.test")
+    event = wait_for(lambda: TrackingEvent.objects.filter(kind="rejected").first())
+    assert event is not None
+    assert (event.sender, event.recipient) == ("sender@outside.test", "victim@elsewhere.test")
+    assert "5.7.1" in event.response
+
+
+def test_a_slow_failed_login_does_not_hold_up_other_sessions(world: World, relay: Relay) -> None:
+    relay(world.server)
+    with smtp(world.port) as slow, smtp(world.port) as other:
+        slow.ehlo()
+        other.ehlo()
+        for _ in range(2):  # the second failure waits two seconds before its answer
+            slow.putcmd("AUTH", "PLAIN " + base64.b64encode(b"\0relayuser\0wrong").decode())
+            if _ == 0:
+                assert slow.getreply()[0] == 535
+        started = time.monotonic()
+        assert other.noop()[0] == 250
+        assert time.monotonic() - started < 0.5
+        assert slow.getreply()[0] == 535

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from rest_framework.authtoken.models import Token
 
 from connectors.models import AddressSpace, Connector
-from servers.models import AcceptedDomain, RoutingGroup, Server, VirtualServer
+from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
 from smtpadmin.models import AuditEntry, Organization
 from smtpadmin.roles import Role, role_of
 
@@ -151,6 +151,7 @@ def test_seedorg_creates_the_documented_organization(settings: Any) -> None:
         AcceptedDomain.Type.AUTHORITATIVE,
         True,
     )
+    assert list(Mailbox.objects.values_list("address", flat=True)) == ["postmaster@smtpadmin.test"]
     internet = Connector.objects.get()
     assert internet.name == "Internet"
     assert internet.use_dns

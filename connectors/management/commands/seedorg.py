@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, models, transaction
 
 from connectors.models import AddressSpace, Connector
-from servers.models import AcceptedDomain, RoutingGroup, Server, VirtualServer
+from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
 from smtpadmin.audit import record_create
 from smtpadmin.host import host_fqdn
 from smtpadmin.models import Organization
@@ -93,6 +93,11 @@ class Command(BaseCommand):
         )
         _save(accepted)
         created.append(f"accepted domain '{accepted.domain}' (authoritative, default)")
+
+        # Every domain that receives mail needs its postmaster (RFC 5321 4.5.1).
+        postmaster = Mailbox(address=f"postmaster@{accepted.domain}", display_name="Postmaster")
+        _save(postmaster)
+        created.append(f"mailbox '{postmaster.address}'")
 
         connector = Connector(name="Internet", routing_group=group, use_dns=True)
         _save(connector, audit=False)
