@@ -635,3 +635,26 @@ def test_a_slow_failed_login_does_not_hold_up_other_sessions(world: World, relay
         assert other.noop()[0] == 250
         assert time.monotonic() - started < 0.5
         assert slow.getreply()[0] == 535
+
+
+def test_it_ends_a_session_of_junk_commands(world: World, relay: Relay) -> None:
+    relay(world.server)
+    with smtp(world.port) as client:
+        client.ehlo()
+        codes = [client.noop()[0] for _ in range(100)]
+        assert set(codes) == {250}
+        code, reply = client.noop()
+    assert (code, reply[:5]) == (421, b"4.7.0")
+
+
+def test_it_ends_a_session_that_keeps_guessing_recipients(world: World, relay: Relay) -> None:
+    relay(world.server)
+    with smtp(world.port) as client:
+        client.ehlo()
+        client.mail("harvester@outside.test")
+        codes = [client.rcpt(f"guess{n}@smtpadmin.test")[0] for n in range(19)]
+        assert set(codes) == {550}
+        client.putcmd("RCPT", "TO:<guess19@smtpadmin.test>")
+        assert client.getreply()[0] == 550
+        code, _ = client.getreply()
+    assert code == 421
