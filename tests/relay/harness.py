@@ -8,6 +8,7 @@ database connections, as it does in production.
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
 import socket
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from relay.smtp.supervisor import Supervisor
 from servers.models import RoutingGroup, Server, VirtualServer
@@ -151,3 +154,27 @@ def relay(transactional_db: Any) -> Iterator[Callable[..., RelayThread]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+def database_url() -> str:
+    """The URL of the test database, for processes other than this one."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user, host, port = db.get("USER") or "", db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def process_environment(**extra: str) -> dict[str, str]:
+    """What a relay or Celery process needs to share this test's database, broker and DNS."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": str(settings.CELERY_BROKER_URL),
+        "SMTPADMIN_VAR_DIR": str(settings.VAR_DIR),
+        "SMTPADMIN_DNS_SERVERS": ",".join(settings.SMTPADMIN_DNS_SERVERS),
+        "SECRET_KEY": "test-only",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }

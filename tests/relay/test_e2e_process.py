@@ -3,7 +3,6 @@ cleanly."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,34 +11,17 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
 from relay.models import Message
 from servers.models import VirtualServer
-from tests.relay.harness import smtp, wait_for
+from tests.relay.harness import process_environment, smtp, wait_for
 from tests.relay.world import World, message
 
 ROOT = Path(settings.BASE_DIR)
 
 
-def database_url() -> str:
-    """The URL of the test database, for a relay worker in another process."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    user, host, port = db.get("USER") or "", db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
-
-
 def start_worker(world: World, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "SMTPADMIN_VAR_DIR": str(tmp_path / "var"),
-        "SECRET_KEY": "test-only",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = process_environment(SMTPADMIN_VAR_DIR=str(tmp_path / "var"))
     return subprocess.Popen(
         [
             sys.executable,
