@@ -6,4 +6,8 @@ class RelayConfig(AppConfig):
     verbose_name = "Relay"
 
     def ready(self) -> None:
-        from relay import checks  # noqa: F401  (registers the system checks)
+        from relay import (
+            api,  # noqa: F401  (registers the API viewsets)
+            checks,  # noqa: F401  (registers the system checks)
+            console,  # noqa: F401  (registers the console's navigation nodes)
+        )

@@ -273,3 +273,37 @@ async def dnsbl_listing(
         if any(is_listing(answer) for answer in answers):
             return f"listed by {zone}"
     return None
+
+
+# --- the delivery side --------------------------------------------------------------------
+
+
+def make_sync_resolver(
+    servers: Sequence[str] = (), *, lifetime: float = DEFAULT_LIFETIME
+) -> dns.resolver.Resolver:
+    """``make_resolver`` for synchronous callers (the Celery delivery worker): the same
+    servers in the same order of precedence (the virtual server's external DNS servers, else
+    ``settings.SMTPADMIN_DNS_SERVERS``, else /etc/resolv.conf) and the same short tries, no
+    search domains and TTL-honouring cache. Raises ``DnsServerError`` for a bad entry."""
+    configured = parse_dns_servers(servers) or parse_dns_servers(
+        getattr(settings, "SMTPADMIN_DNS_SERVERS", [])
+    )
+    if configured:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(address, port) for address, port in configured
+        ]
+    else:
+        try:
+            resolver = dns.resolver.Resolver(filename=RESOLV_CONF)
+        except dns.resolver.NoResolverConfiguration as exc:
+            # As in make_resolver: every lookup then fails fast (a temporary DNS failure).
+            log.warning("No system DNS configuration (%s); lookups will find nothing", exc)
+            resolver = dns.resolver.Resolver(configure=False)
+    resolver.timeout = min(QUERY_TIMEOUT, lifetime)
+    resolver.lifetime = lifetime
+    resolver.retry_servfail = False
+    resolver.use_search_by_default = False
+    resolver.search = []
+    resolver.cache = dns.resolver.LRUCache(10_000)
+    return resolver

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -175,12 +175,15 @@ def _timings(
     return timings
 
 
-def accept(envelope: Envelope) -> Accepted:
+def accept(envelope: Envelope, topology: Topology | None = None) -> Accepted:
     """Store and route one message; return once it is committed. Raises on a database failure
     (the listener answers 451 4.3.0 and the client tries again later)."""
     vs = VirtualServer.objects.select_related("server").get(pk=envelope.virtual_server_id)
     tracking = TrackingSettings.of(Organization.get())
-    topology = build_topology(vs, include_mailboxes=False)
+    if topology is None:
+        # The relay passes the snapshot its supervisor refreshes every second, which saves
+        # most of the cost of a message; other callers read the configuration now.
+        topology = build_topology(vs, include_mailboxes=False)
     for attempt in range(_QUEUE_ID_ATTEMPTS):
         queue_id = new_queue_id()
         try:
@@ -306,7 +309,24 @@ def _create_entries(
         )
     # Primary keys come back on PostgreSQL and on SQLite 3.35+: the recipients need them.
     QueueEntry.objects.bulk_create(entries.values())
+    _enqueue_delivery_on_commit(queues[key] for key in entries)
     return entries
+
+
+_OUTBOUND_KINDS = (LinkQueue.Kind.CONNECTOR, LinkQueue.Kind.SMART_HOST, LinkQueue.Kind.DNS)
+
+
+def _enqueue_delivery_on_commit(queues: Iterable[LinkQueue]) -> None:
+    """Once the message is committed (never before: a worker must find the rows), ask Celery
+    to deliver the outbound queues it went to. Local delivery is the relay worker's own, and
+    the unreachable queue waits for the sweeper. A broker that is down loses nothing: the
+    sweeper finds due work in the database within seconds."""
+    pks = sorted({queue.pk for queue in queues if queue.kind in _OUTBOUND_KINDS})
+    if pks:
+        # Imported late: relay.tasks imports the delivery engine, which imports this module.
+        from relay.tasks import enqueue_queues
+
+        transaction.on_commit(lambda: enqueue_queues(pks))
 
 
 def _create_recipients(
@@ -422,3 +442,111 @@ def record_rejected(
         auth_user=auth_user,
         response=text,
     )
+
+
+# --- system messages (DSNs) ---------------------------------------------------------------
+
+
+def submit_system_message(
+    virtual_server_id: int,
+    recipients: Sequence[str],
+    content: bytes,
+    *,
+    detail: str = "",
+    now: datetime | None = None,
+) -> Accepted:
+    """Queue a message the relay wrote itself (a DSN / NDR): from the null sender, marked
+    system, routed and queued exactly as ``accept`` does it. No client sent it, so its
+    Received header says only "by <fqdn> (smtpadmin) id <queue id>". Unlike ``accept``,
+    which must commit before it answers 250, it runs inside the caller's transaction when
+    there is one, so a DSN and the rows that record it commit (or roll back) together.
+    ``detail`` describes it in the "received" tracking event."""
+    # Imported here so this addition stays in one place at the end of the module.
+    from email.utils import format_datetime
+
+    from relay.headers import fold
+
+    vs = VirtualServer.objects.select_related("server").get(pk=virtual_server_id)
+    tracking = TrackingSettings.of(Organization.get())
+    topology = build_topology(vs, include_mailboxes=False)
+    now = now or timezone.now()
+    envelope = Envelope(
+        virtual_server_id=vs.pk,
+        sender="",
+        recipients=tuple(dict.fromkeys(recipients)),
+        content=content,
+        client_address="",
+        helo=vs.effective_fqdn,
+    )
+    for attempt in range(_QUEUE_ID_ATTEMPTS):
+        queue_id = new_queue_id()
+        received = fold(
+            "Received",
+            f"by {vs.effective_fqdn} (smtpadmin) id {queue_id}; {format_datetime(now)}",
+        )
+        try:
+            # A savepoint: a queue id clash rolls back this try only, not the caller's work.
+            with transaction.atomic():
+                return _submit_system(
+                    envelope, received, vs, tracking, topology, queue_id, now, detail
+                )
+        except IntegrityError:
+            clash = Message.objects.filter(queue_id=queue_id).exists()
+            if not clash or attempt == _QUEUE_ID_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _submit_system(
+    envelope: Envelope,
+    received: bytes,
+    vs: VirtualServer,
+    tracking: TrackingSettings,
+    topology: Topology,
+    queue_id: str,
+    now: datetime,
+    detail: str,
+) -> Accepted:
+    facts = header_facts(envelope.content)
+    content = envelope.content
+    message_id = facts.message_id
+    if not message_id:
+        message_id = make_message_id(vs.effective_fqdn, queue_id, date=now)
+        content = add_message_id(content, message_id)
+    content = received + content
+    message_facts = MessageFacts(
+        size=len(content), priority=facts.priority, system=True, spread_key=spread_key(queue_id)
+    )
+    routes = [resolve(r, "", message_facts, topology) for r in envelope.recipients]
+    specs = [queue_spec(route, server_id=vs.server_id) for route in routes]
+    entry_vs: dict[str, int] = {}
+    for route, spec in zip(routes, specs, strict=True):
+        if spec is not None and spec.key not in entry_vs:
+            entry_vs[spec.key] = route.bridgehead_virtual_server_id or vs.pk
+    timings = _timings(vs, set(entry_vs.values()) - {vs.pk}, now)
+    for key, vs_id in entry_vs.items():
+        if (vs_id, False) not in timings:
+            entry_vs[key] = vs.pk
+    message = Message.objects.create(
+        queue_id=queue_id,
+        virtual_server=vs,
+        sender="",
+        content=content,
+        size=len(content),
+        message_id=message_id[:MESSAGE_ID_LENGTH],
+        subject=facts.subject[:_SUBJECT_LIMIT],
+        priority=facts.priority,
+        system=True,
+        received_at=now,
+    )
+    queues = LinkQueue.for_specs(spec for spec in specs if spec is not None)
+    entries = _create_entries(message, routes, specs, queues, entry_vs, timings, now)
+    _create_recipients(message, routes, specs, entries, now)
+    if tracking.enabled:
+        events = _events(message, envelope, vs, routes, specs, queues, tracking, now)
+        events[0].detail = detail or f"system message, {len(routes)} recipient(s)"
+        TrackingEvent.objects.bulk_create(events)
+    local = tuple(
+        entry.pk for key, entry in entries.items() if queues[key].kind == LinkQueue.Kind.LOCAL
+    )
+    return Accepted(queue_id=queue_id, message_pk=message.pk, local_entry_ids=local)

@@ -230,6 +230,12 @@ def _record(entry: QueueEntry, worker: str, outcome: _Outcome, server_name: str)
         tracking = TrackingSettings.load()
         if tracking.enabled and changed:
             TrackingEvent.objects.bulk_create(_events(entry, outcome, failure, server_name, now))
+        if outcome.unknown:
+            # A mailbox gone since RCPT: the sender hears of it (never for a null sender:
+            # submit_dsn sends that to badmail instead). Imported here: DSNs deliver locally.
+            from relay.delivery.dsn import FAILURE, submit_dsn
+
+            submit_dsn(entry.message_id, [r.pk for r in outcome.unknown], FAILURE, now=now)
 
 
 def _entry_outcome(

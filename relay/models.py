@@ -8,5 +8,6 @@ from relay.queue.models import (
     TrackingEvent,
     new_queue_id,
 )
+from relay.queue.rules import ReplyRule as ReplyRule
 
 __all__ = ["LinkQueue", "Message", "QueueEntry", "Recipient", "TrackingEvent", "new_queue_id"]

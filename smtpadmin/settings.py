@@ -55,6 +55,15 @@ SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum
 # DNS servers of the relay when a virtual server names none: "ip", "ip:port" or "[v6]:port"
 # (comma-separated); empty = the system resolver (/etc/resolv.conf).
 SMTPADMIN_DNS_SERVERS = env_list("SMTPADMIN_DNS_SERVERS", [])
+# Seconds a Celery worker holds the queue entries it is delivering; when a worker dies, its
+# entries are due again once this has passed.
+SMTPADMIN_DELIVERY_LEASE_SECONDS = env_int("SMTPADMIN_DELIVERY_LEASE_SECONDS", 600, minimum=1)
+# A PEM file of the CA certificates trusted for next hops' TLS instead of the system's (a
+# private CA for smart hosts); blank = the system's.
+SMTPADMIN_OUTBOUND_CA_FILE = env_str("SMTPADMIN_OUTBOUND_CA_FILE", "")
+# Publish a delivery task the moment mail is queued (off: only the sweeper finds it, within
+# seconds; tests that run no Celery worker turn it off so the broker does not fill up).
+SMTPADMIN_DELIVERY_ENQUEUE = env_bool("SMTPADMIN_DELIVERY_ENQUEUE", True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -220,6 +229,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The sweeper: due retries, expired leases, expirations and delay notifications, and work a lost
+# broker forgot. The retry times themselves are database columns, never ETAs on the broker.
+CELERY_BEAT_SCHEDULE = {
+    # A sweep that waited longer than two periods is dropped: the next one does its work.
+    "relay-sweep": {"task": "relay.tasks.sweep", "schedule": 5.0, "options": {"expires": 10}}
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {

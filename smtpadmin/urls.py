@@ -5,6 +5,7 @@ urlpatterns = [
     path("", include("smtpadmin.console")),
     path("servers/", include("servers.console")),
     path("connectors/", include("connectors.console")),
+    path("relay/", include("relay.console")),
     path("administration/", include("smtpadmin.console_admin")),
     path("api/v1/", include("smtpadmin.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -66,3 +66,10 @@ def no_dns_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test asks the host's resolver: DNS comes from the loopback server of ``dns_server``
     (which sets SMTPADMIN_DNS_SERVERS); without it, lookups fail at once."""
     monkeypatch.setattr("relay.dns.RESOLV_CONF", os.devnull)
+
+
+@pytest.fixture(autouse=True)
+def no_delivery_tasks(settings: Any) -> None:
+    """Tests without a Celery worker publish no delivery tasks (the broker would only fill up);
+    the end-to-end delivery tests turn it back on."""
+    settings.SMTPADMIN_DELIVERY_ENQUEUE = False

@@ -282,6 +282,12 @@ class QueueEntry(models.Model):
                 condition=~Q(state="done"),
                 name="relay_entry_expiring",
             ),
+            # The sweeper's delay notifications.
+            models.Index(
+                fields=["delay_notify_at"],
+                condition=Q(delay_notified_at__isnull=True) & ~Q(state="done"),
+                name="relay_entry_delay_due",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -345,6 +351,12 @@ class Recipient(models.Model):
         indexes = [
             models.Index(fields=["domain"], name="relay_recipient_domain"),
             models.Index(fields=["address"], name="relay_recipient_address"),
+            # The sweeper: failures whose DSN is still owed.
+            models.Index(
+                fields=["completed_at"],
+                condition=Q(state="failed", dsn_sent_at__isnull=True),
+                name="relay_recipient_dsn_owed",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -367,6 +379,7 @@ class TrackingEvent(models.Model):
         DEFERRED = "deferred", "Deferred"
         FAILED = "failed", "Failed"
         DSN_SENT = "dsn_sent", "DSN sent"
+        BADMAIL = "badmail", "Written to badmail"  # a double bounce: no DSN for <>
         DELETED = "deleted", "Deleted by an administrator"
         EXPIRED = "expired", "Expired"
         REJECTED = "rejected", "Rejected"

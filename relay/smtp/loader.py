@@ -9,12 +9,13 @@ is re-read only when its cheap fingerprint (count and latest change) moved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from django.db.models import Count, Max
 
-from connectors.snapshot import AcceptedDomainFacts, AcceptedDomainType
+from connectors.snapshot import AcceptedDomainFacts, AcceptedDomainType, Topology
+from connectors.topology import build_topology
 from relay.smtp.config import KB, Directory, ListenerConfig, OrganizationPolicy
 from servers.models import AcceptedDomain, Mailbox, VirtualServer
 from smtpadmin.models import Organization
@@ -28,6 +29,8 @@ class RelayConfiguration:
     directory_fingerprint: tuple[Any, ...] = ()
     # certificate id -> (chain PEM, key PEM), for the certificates the listeners use.
     certificates: dict[int, tuple[str, str]] = field(default_factory=dict, compare=False)
+    # virtual server id -> the routing snapshot as seen from it (for intake).
+    topologies: dict[int, Topology] = field(default_factory=dict, compare=False)
 
 
 def _kb(value: int | None) -> int | None:
@@ -106,6 +109,23 @@ def load_directory() -> Directory:
     )
 
 
+def topologies(virtual_servers: list[VirtualServer]) -> dict[int, Topology]:
+    """Routing's snapshot for each virtual server: read once, then the source fields set."""
+    if not virtual_servers:
+        return {}
+    base = build_topology(virtual_servers[0], include_mailboxes=False)
+    return {
+        vs.pk: replace(
+            base,
+            source_server_id=vs.server_id,
+            source_routing_group_id=vs.server.routing_group_id,
+            source_virtual_server_id=vs.pk,
+            smart_hosts=vs.smart_hosts,
+        )
+        for vs in virtual_servers
+    }
+
+
 def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayConfiguration:
     virtual_servers = list(
         VirtualServer.objects.filter(server_id=server_id)
@@ -124,6 +144,7 @@ def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayCon
     }
     return RelayConfiguration(
         listeners=tuple(listener_config(vs) for vs in virtual_servers),
+        topologies=topologies(virtual_servers),
         organization=organization_policy(Organization.get()),
         directory=directory,
         directory_fingerprint=fingerprint,

@@ -254,7 +254,8 @@ class RelaySMTP(SMTP):
     def login_name(self) -> str:
         if not self.authenticated or self.session is None:
             return ""
-        login = self.session.login_data
+        data = self.session.auth_data
+        login = data.login if isinstance(data, LoginPassword) else data
         return login.decode(errors="replace") if isinstance(login, bytes) else str(login or "")
 
     # --- handler hooks ----------------------------------------------------------------------
@@ -562,7 +563,7 @@ class RelaySMTP(SMTP):
             smtputf8=bool(envelope.smtp_utf8),
         )
         try:
-            accepted = await self.runtime.run(accept, intake)
+            accepted = await self.runtime.run(accept, intake, self.listener.topology)
         except Exception:
             log.exception("intake failed for a message from %s", self.client_address)
             return "451 4.3.0 Temporary failure storing the message; try again later"

@@ -4,14 +4,16 @@ pool that runs database work and password checks off the event loop, and the DNS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from relay.dns import make_resolver
 from relay.smtp.config import Directory, OrganizationPolicy
@@ -56,4 +58,17 @@ class RelayRuntime:
         return resolver
 
     def shutdown(self) -> None:
+        """Finish the work in hand, then close every pool thread's database connection (a
+        thread that ends does not close its own: PostgreSQL would keep the sessions)."""
+        size = self.executor._max_workers
+        everyone = threading.Barrier(size, timeout=10)
+
+        def close_connections() -> None:
+            # The barrier makes each of the pool's threads take exactly one of these jobs.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                everyone.wait()
+            connections.close_all()
+
+        for _ in range(size):
+            self.executor.submit(close_connections)
         self.executor.shutdown(wait=True, cancel_futures=False)

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from connectors.snapshot import Topology
 from relay.local import deliver_due_local, deliver_local
 from relay.smtp.config import ListenerConfig
 from relay.smtp.loader import RelayConfiguration, load
@@ -54,6 +55,7 @@ class Listener:
         self.sessions: dict[RelaySMTP, str] = {}
         self.tls_context: ssl.SSLContext | None = None
         self.protocol_log: ProtocolLog | None = None
+        self.topology: Topology | None = None  # refreshed every pass
         self.state = VirtualServer.State.STOPPED.value
         self.reason = ""
         self.retry_at = 0.0
@@ -279,6 +281,7 @@ class Supervisor:
             self.listeners[vs_id] = listener
             if listener.config != config or listener.server is None:
                 listener.configure(config, configuration)
+            listener.topology = configuration.topologies.get(vs_id)
             await listener.reconcile()
 
     async def report(self) -> None:

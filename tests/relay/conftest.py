@@ -2,5 +2,6 @@
 
 from tests.relay.harness import relay
 from tests.relay.world import world
+from tests.sinks import sink
 
-__all__ = ["relay", "world"]
+__all__ = ["relay", "sink", "world"]

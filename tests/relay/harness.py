@@ -176,5 +176,8 @@ def process_environment(**extra: str) -> dict[str, str]:
         "SMTPADMIN_DNS_SERVERS": ",".join(settings.SMTPADMIN_DNS_SERVERS),
         "SECRET_KEY": "test-only",
         "PYTHONUNBUFFERED": "1",
+        # A relay subprocess without a Celery worker must not fill the broker with tasks that a
+        # later test's worker would have to wade through.
+        "SMTPADMIN_DELIVERY_ENQUEUE": "false",
         **extra,
     }

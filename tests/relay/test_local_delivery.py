@@ -26,7 +26,7 @@ from relay.local import (
     unique_name,
     write_maildir,
 )
-from relay.models import LinkQueue, QueueEntry, Recipient, TrackingEvent
+from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from servers.models import Mailbox, RoutingGroup, Server, VirtualServer
 from tests.relay.test_intake import CONTENT, World, add_mailbox, envelope, make_world, set_tracking
 
@@ -230,6 +230,31 @@ def test_a_mailbox_deleted_after_rcpt_fails_its_recipient_with_5_1_1(world: Worl
     entry.refresh_from_db()
     assert entry.state == QueueEntry.State.DONE
     assert not (world.drop / "smtpadmin.test" / "alice").exists()
+
+
+def test_a_local_sender_gets_an_ndr_for_a_mailbox_gone_since_rcpt(world: World) -> None:
+    accepted = accepted_for(world, ["bob@smtpadmin.test"], sender="alice@smtpadmin.test")
+    Mailbox.objects.filter(address="bob@smtpadmin.test").delete()
+
+    deliver_local(local_entry(accepted).pk, WORKER)
+
+    ndr = Message.objects.exclude(queue_id=accepted.queue_id).get()
+    assert ndr.sender == "" and ndr.system
+    (to_alice,) = ndr.recipients.all()
+    assert to_alice.address == "alice@smtpadmin.test" and to_alice.entry_id is not None
+    deliver_local(to_alice.entry_id, WORKER)
+    (report,) = messages_in(world, "alice@smtpadmin.test")
+    assert report.get_content_type() == "multipart/report"
+    assert "5.1.1" in report.as_string()
+
+
+def test_no_ndr_for_a_null_sender_when_its_mailbox_is_gone(world: World) -> None:
+    accepted = accepted_for(world, ["bob@smtpadmin.test"], sender="")
+    Mailbox.objects.filter(address="bob@smtpadmin.test").delete()
+
+    deliver_local(local_entry(accepted).pk, WORKER)
+
+    assert Message.objects.count() == 1
 
 
 # --- file-system failures ----------------------------------------------------------------

@@ -3,9 +3,12 @@
 Anonymous callers get 401 (token authentication comes first, so DRF answers with a
 ``WWW-Authenticate: Token`` challenge); an outsider (a user with no role) gets 403 everywhere; a
 view-only administrator reads everything and may change nothing (not even terminate an SMTP
-session); an administrator changes all configuration but not users; a full administrator does
-everything. The audit log is read-only for everyone: writing it answers 405 to those who may
-read it, and so are the live SMTP sessions, which only the relay worker writes.
+session or freeze a queue); an administrator changes all configuration and acts on queues and
+messages but changes no users; a full administrator does everything. The audit log is
+read-only for everyone: writing it answers 405 to those who may read it, and so are the live
+SMTP sessions, which only the relay worker writes, and the queues, messages and tracking
+events, which only the relay and delivery write (administrators act on them through their
+actions).
 
 Every allowed write is made with a valid payload and must really succeed, so each 403 here is
 the answer to a request that would otherwise have worked.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +30,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from connectors.models import AddressSpace, Connector
+from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent, new_queue_id
 from servers.models import (
     AcceptedDomain,
     Certificate,
@@ -108,6 +113,31 @@ def make_session(virtual_server: VirtualServer | None = None, key: str = "mx/1/1
     )
 
 
+def make_queued_message(domain: str = "example.net") -> Message:
+    """A message waiting in the link queue of ``domain``, as intake leaves it."""
+    queue = LinkQueue.objects.get_or_create(
+        key=f"dns:{domain}", defaults={"kind": "dns", "name": domain, "domain": domain}
+    )[0]
+    content = b"Subject: Hello\r\n\r\nHi.\r\n"
+    message = Message.objects.create(
+        queue_id=new_queue_id(), sender="someone@example.com", content=content, size=len(content)
+    )
+    entry = QueueEntry.objects.create(
+        message=message, queue=queue, expires_at=timezone.now() + timedelta(days=2)
+    )
+    Recipient.objects.create(
+        message=message, entry=entry, address=f"friend@{domain}", domain=domain
+    )
+    return message
+
+
+def make_tracking_event() -> TrackingEvent:
+    message = make_queued_message()
+    return TrackingEvent.objects.create(
+        kind=TrackingEvent.Kind.RECEIVED, queue_id=message.queue_id, sender=message.sender
+    )
+
+
 def make_user(username: str = "ursula", role: Role = Role.VIEW_ONLY) -> User:
     user = User.objects.create_user(username=username, password=STRONG_PASSWORD)
     set_role(user, role)
@@ -142,6 +172,16 @@ CRUD = (LIST, RETRIEVE, CREATE, UPDATE, PATCH, DELETE)
 ACTIONS = ("start", "stop", "pause")
 # A virtual server's Current Sessions: terminate one (detail) or all (the list).
 TERMINATE, TERMINATE_ALL = "terminate", "terminate-all"
+# Queue Viewer's actions on a queue, and on a message (its POST "delete" is not HTTP DELETE).
+QUEUE_ACTIONS = ("freeze", "unfreeze", "retry", "delete-messages")
+DELETE_MESSAGE, BULK = "delete-message", "bulk"
+MESSAGE_ACTIONS = ("freeze", "unfreeze", DELETE_MESSAGE)
+# Action -> its path after the object's id (detail actions) or after the collection.
+DETAIL_ACTIONS = {
+    **{a: a for a in (*ACTIONS, TERMINATE, *QUEUE_ACTIONS, *MESSAGE_ACTIONS)},
+    DELETE_MESSAGE: "delete",
+}
+LIST_ACTIONS = {TERMINATE_ALL: "terminate-all", BULK: "bulk"}
 METHOD = {
     LIST: "get",
     RETRIEVE: "get",
@@ -149,7 +189,7 @@ METHOD = {
     UPDATE: "put",
     PATCH: "patch",
     DELETE: "delete",
-    **{a: "post" for a in (*ACTIONS, TERMINATE, TERMINATE_ALL)},
+    **{a: "post" for a in (*DETAIL_ACTIONS, *LIST_ACTIONS)},
 }
 SUCCESS = {
     LIST: 200,
@@ -180,17 +220,19 @@ class Resource:
     query: dict[str, str] = field(default_factory=dict)
     # The collection's path for a nested resource, from one of its objects.
     nested: Callable[[Any], str] | None = None
+    # The body of an action that needs one.
+    action_payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def url(self, operation: str, obj: models.Model | None) -> str:
         if self.path == "routing/resolve":
             return f"{API}{self.path}"  # DESIGN: no trailing slash
         path = self.nested(obj) if self.nested and obj is not None else self.path
-        if operation == TERMINATE_ALL:
-            return f"{API}{path}/{operation}/"
+        if operation in LIST_ACTIONS:
+            return f"{API}{path}/{LIST_ACTIONS[operation]}/"
         if self.singleton or operation in (LIST, CREATE) or obj is None:
             return f"{API}{path}/"
-        if operation in (*ACTIONS, TERMINATE):
-            return f"{API}{path}/{obj.pk}/{operation}/"
+        if operation in DETAIL_ACTIONS:
+            return f"{API}{path}/{obj.pk}/{DETAIL_ACTIONS[operation]}/"
         return f"{API}{path}/{obj.pk}/"
 
     def payload(self, operation: str, obj: Any) -> dict[str, Any] | None:
@@ -200,7 +242,7 @@ class Resource:
             return self.update(obj)
         if operation == PATCH:
             return self.patch(obj)
-        return None
+        return self.action_payloads.get(operation)
 
 
 def _audit_entry() -> AuditEntry:
@@ -309,6 +351,19 @@ RESOURCES = [
         operations=(RETRIEVE, UPDATE, PATCH),
         singleton=True,
     ),
+    Resource(
+        "queues",
+        make=lambda: make_queued_message().entries.get().queue,
+        # The queues are the relay's: reading, and Queue Viewer's actions.
+        operations=(*READS, *QUEUE_ACTIONS),
+    ),
+    Resource(
+        "messages",
+        make=make_queued_message,
+        operations=(*READS, *MESSAGE_ACTIONS, BULK),
+        action_payloads={BULK: {"filter": {"sender": "someone@"}, "action": "freeze"}},
+    ),
+    Resource("tracking-events", make=make_tracking_event, operations=READS),
     Resource(
         "routing/resolve",
         make=lambda: make_connector(),

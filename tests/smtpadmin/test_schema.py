@@ -75,17 +75,21 @@ def test_the_other_design_paths_are_there(schema: dict[str, Any]) -> None:
     assert "get" in paths["/api/v1/routing/resolve"]
 
 
-@pytest.mark.parametrize(
-    "resource",
-    [
-        pytest.param(
-            r, marks=pytest.mark.xfail(strict=True, reason="relay API not built yet (issue 5)")
-        )
-        for r in RELAY
-    ],
-)
+@pytest.mark.parametrize("resource", RELAY)
 def test_the_relay_resources_of_design_are_there(schema: dict[str, Any], resource: str) -> None:
-    assert f"/api/v1/{resource}/" in schema["paths"]
+    assert set(schema["paths"][f"/api/v1/{resource}/"]) == {"get"}
+    assert set(schema["paths"][f"/api/v1/{resource}/{{id}}/"]) == {"get"}
+
+
+def test_the_relay_actions_of_design_are_there(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    for action in ("freeze", "unfreeze", "retry", "delete-messages"):
+        assert set(paths[f"/api/v1/queues/{{id}}/{action}/"]) == {"post"}
+    for action in ("freeze", "unfreeze", "delete"):
+        assert set(paths[f"/api/v1/messages/{{id}}/{action}/"]) == {"post"}
+    assert set(paths["/api/v1/messages/bulk/"]) == {"post"}
+    assert set(paths["/api/v1/messages/{id}/content/"]) == {"get"}
+    assert set(paths["/api/v1/tracking-events/history/"]) == {"get"}
 
 
 def test_the_contract_fields_are_described(schema: dict[str, Any]) -> None:
@@ -96,6 +100,8 @@ def test_the_contract_fields_are_described(schema: dict[str, Any]) -> None:
         "AcceptedDomain": {"id", "domain", "type"},
         "Mailbox": {"id", "address"},
         "SmtpCredential": {"id", "username"},
+        "Queue": {"id", "name", "state", "message_count"},
+        "Message": {"id", "sender", "recipients", "state"},
     }.items():
         assert fields <= set(components[component]["properties"]), component
     assert components["VirtualServer"]["properties"]["ip_address"].get("nullable") is True

@@ -1,0 +1,317 @@
+"""The serializers of the relay's API resources (``relay.api``): queues as Queue Viewer
+shows them, messages with their recipients and properties, the bodies and answers of the
+actions, and tracking events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from relay.queue import actions
+from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
+from relay.queue.search import MessageFilter
+from relay.queue.viewer import last_error, message_headers, queue_state, source
+from smtpadmin.api import StrictFieldsMixin, unstorable_text
+
+
+class QueueSerializer(serializers.ModelSerializer):
+    """A link queue (one next hop) or a system queue, as Queue Viewer shows it. The state is
+    derived: active, ready, retry, scheduled, remote, frozen or disabled."""
+
+    kind = serializers.CharField(
+        read_only=True, help_text="local, connector, smart_host, dns or system."
+    )
+    state = serializers.SerializerMethodField(
+        help_text="active, ready, retry, scheduled, remote, frozen or disabled."
+    )
+    message_count = serializers.IntegerField(read_only=True)
+    total_size = serializers.SerializerMethodField(help_text="Bytes of the waiting messages.")
+    oldest_message_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    next_retry_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_error = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField(  # type: ignore[assignment]
+        help_text="Connector, local delivery or DNS."
+    )
+
+    class Meta:
+        model = LinkQueue
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "state",
+            "message_count",
+            "total_size",
+            "oldest_message_at",
+            "next_retry_at",
+            "last_error",
+            "last_attempt_at",
+            "source",
+            "frozen",
+            "connector",
+            "server",
+            "domain",
+            "smart_hosts",
+            "key",
+        ]
+        read_only_fields = fields
+
+    def get_state(self, queue: LinkQueue) -> str:
+        now = self.context.get("now") or timezone.now()
+        return queue_state(queue, now, disabled=self.context.get("outbound_disabled"))
+
+    def get_total_size(self, queue: LinkQueue) -> int:
+        return int(getattr(queue, "total_size", None) or 0)
+
+    def get_last_error(self, queue: LinkQueue) -> str:
+        return last_error(queue)
+
+    def get_source(self, queue: LinkQueue) -> str:
+        return source(queue)
+
+
+class DeleteOptionsSerializer(StrictFieldsMixin, serializers.Serializer):
+    """How to delete: with or without a non-delivery report."""
+
+    ndr = serializers.BooleanField(
+        default=False,
+        help_text="Send a non-delivery report (4.3.2, deleted by an administrator) to the "
+        "sender of each message. Default: no NDR.",
+    )
+
+
+class DeletedSerializer(serializers.Serializer):
+    """What a delete removed."""
+
+    messages = serializers.IntegerField(help_text="Messages with at least one recipient deleted.")
+    recipients = serializers.IntegerField(help_text="Recipients deleted.")
+    ndr = serializers.BooleanField()
+    dsns = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Queue ids of the NDRs submitted ('' for one that went to badmail).",
+    )
+    dsn_errors = serializers.IntegerField(help_text="NDRs that could not be submitted.")
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    """One envelope recipient and how far it got."""
+
+    state = serializers.CharField(
+        read_only=True, help_text="pending, deferred, delivered, failed or deleted."
+    )
+    queue = serializers.SerializerMethodField(help_text="The queue it waits in (id).")
+
+    class Meta:
+        model = Recipient
+        fields = [
+            "address",
+            "domain",
+            "state",
+            "status",
+            "last_response",
+            "queue",
+            "completed_at",
+            "dsn_sent_at",
+        ]
+        read_only_fields = fields
+
+    def get_queue(self, recipient: Recipient) -> int | None:
+        entries = self.context.get("entries", {})
+        entry = entries.get(recipient.entry_id)
+        return entry.queue_id if entry is not None else None
+
+
+class QueueEntrySerializer(serializers.ModelSerializer):
+    """The message in one queue: its attempts, next attempt and last reply."""
+
+    queue_name = serializers.CharField(source="queue.name", read_only=True)
+    state = serializers.CharField(read_only=True, help_text="ready, retry, frozen or done.")
+
+    class Meta:
+        model = QueueEntry
+        fields = [
+            "id",
+            "queue",
+            "queue_name",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_attempt_at",
+            "last_response",
+            "expires_at",
+            "delay_notify_at",
+            "lease_until",
+            "created_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    """An accepted message: envelope, per-recipient state and its derived state."""
+
+    state = serializers.CharField(
+        read_only=True,
+        help_text="ready, retry, active or frozen while queued; then delivered, failed, "
+        "deleted or completed (mixed outcomes).",
+    )
+    recipients = serializers.SerializerMethodField()
+    priority = serializers.CharField(read_only=True, help_text="high, normal or low.")
+    expires_at = serializers.SerializerMethodField(
+        help_text="When the message expires if still undelivered (the earliest of its queues)."
+    )
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "queue_id",
+            "message_id",
+            "sender",
+            "recipients",
+            "state",
+            "subject",
+            "size",
+            "priority",
+            "system",
+            "received_at",
+            "expires_at",
+            "virtual_server",
+            "client_address",
+            "client_name",
+            "helo",
+            "auth_user",
+            "protocol",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(RecipientSerializer(many=True))
+    def get_recipients(self, message: Message) -> Any:
+        entries = {e.pk: e for e in message.entries.all()}
+        return RecipientSerializer(
+            message.recipients.all(), many=True, context={**self.context, "entries": entries}
+        ).data
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_expires_at(self, message: Message) -> Any:
+        waiting = [e.expires_at for e in message.entries.all() if e.state != "done"]
+        return serializers.DateTimeField().to_representation(min(waiting)) if waiting else None
+
+
+class HeaderSerializer(serializers.Serializer):
+    """One header field of the message as stored."""
+
+    name = serializers.CharField()
+    value = serializers.CharField()
+
+
+class MessageDetailSerializer(MessageSerializer):
+    """A message's properties: envelope, headers, size, submission and expiry time, its
+    queues and its recipients with their last responses."""
+
+    entries = QueueEntrySerializer(many=True, read_only=True)
+    headers = serializers.SerializerMethodField()
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "entries", "headers"]
+        read_only_fields = fields
+
+    @extend_schema_field(HeaderSerializer(many=True))
+    def get_headers(self, message: Message) -> list[dict[str, str]]:
+        return [{"name": n, "value": v} for n, v in message_headers(message.raw)]
+
+
+class BulkActionSerializer(StrictFieldsMixin, serializers.Serializer):
+    """An action on every message a filter finds."""
+
+    filter = serializers.DictField(
+        help_text="Find Messages' filters, as for the list: sender, recipient, domain, "
+        "subject, message_id, queue_id, state, older_than_minutes, newer_than_minutes, "
+        "min_size_kb, max_size_kb, queue. At least one."
+    )
+    action = serializers.CharField(help_text="freeze, unfreeze or delete.")
+    ndr = serializers.BooleanField(
+        default=False, help_text="With delete: send an NDR to each sender."
+    )
+
+    def validate_action(self, value: str) -> str:
+        if value not in actions.BULK_ACTIONS:
+            raise serializers.ValidationError("Choose freeze, unfreeze or delete.")
+        return value
+
+    def validate_filter(self, value: dict[str, Any]) -> MessageFilter:
+        known = MessageFilter.base_filters
+        errors: dict[str, list[str]] = {}
+        data: dict[str, str] = {}
+        for key, item in value.items():
+            if key not in known:
+                errors[key] = ["This filter does not exist."]
+            elif item is None:
+                continue
+            elif isinstance(item, bool) or not isinstance(item, str | int):
+                errors[key] = ["Give a string or a number."]
+            elif problem := unstorable_text(item):
+                errors[key] = [problem]
+            else:
+                data[key] = str(item)
+        if errors:
+            raise serializers.ValidationError(errors)
+        found = MessageFilter(data=data, queryset=Message.objects.all())
+        if not found.is_valid():
+            raise serializers.ValidationError(found.errors.get_json_data(escape_html=False))
+        if not found.criteria:
+            raise serializers.ValidationError(
+                "Give at least one filter: a bulk action on every message is not an accident "
+                "this API helps with."
+            )
+        return found
+
+
+class BulkResultSerializer(serializers.Serializer):
+    """What a bulk action did."""
+
+    action = serializers.CharField()
+    ndr = serializers.BooleanField()
+    matched = serializers.IntegerField(help_text="Messages the filter found.")
+    changed = serializers.IntegerField(help_text="Messages the action changed.")
+    recipients = serializers.IntegerField(help_text="Recipients deleted.")
+    dsns = serializers.IntegerField(help_text="NDRs submitted.")
+    dsn_errors = serializers.IntegerField(help_text="NDRs that could not be submitted.")
+
+
+class TrackingEventSerializer(serializers.ModelSerializer):
+    """One event of Message Tracking: received, routed, transferred, delivered, deferred,
+    failed, dsn_sent, deleted (``by`` names the administrator), expired or rejected."""
+
+    kind = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = TrackingEvent
+        fields = [
+            "id",
+            "at",
+            "kind",
+            "queue_id",
+            "message_id",
+            "sender",
+            "recipient",
+            "server_name",
+            "virtual_server",
+            "virtual_server_name",
+            "client_address",
+            "client_name",
+            "auth_user",
+            "size",
+            "subject",
+            "queue_name",
+            "connector_name",
+            "next_hop",
+            "response",
+            "by",
+            "detail",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,273 @@
+"""Outbound delivery of one link queue: claim due entries, open one connection to the next
+hop, send them, record what every recipient's reply means (DESIGN.md, stage 4).
+
+``deliver_queue`` is what the Celery task ``relay.tasks.deliver`` runs, and ``sweep`` what
+the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the clock
+(``now``) so tests decide what time it is. What happens in ``deliver_queue``:
+
+1. Nothing leaves a frozen queue, nothing leaves while the organization's outbound mail is
+   disabled, nothing leaves a connector's queue outside its schedule (oversize messages by
+   the oversize schedule) or while it waits for the remote side (ETRN).
+2. Up to "messages per connection" due entries are claimed with a lease
+   (``SMTPADMIN_DELIVERY_LEASE_SECONDS``); entries past their expiration time expire instead.
+3. A connector queue whose connector is down (or disabled, deleted, now forwards elsewhere,
+   or whose content limits no longer take the message) routes its recipients again: failover
+   to the next-cost connector of the same address space, or they stay when there is none.
+4. The hop plan (smart hosts in order, else MX through the virtual server's DNS servers)
+   and the outbound options (the connector's security, else the virtual server's) go to
+   ``send_batch``; every recipient is delivered (2xx), deferred to the next retry time of
+   the virtual server's intervals, or failed with a DSN (``relay.queue.rules``).
+5. When no hop could be reached at all, a smart-host connector is marked down for
+   ``CONNECTOR_DOWN_FOR`` and the mail waiting in that queue is routed again (failover);
+   new routing decisions return to the connector once that time has passed, or as soon as
+   a connection through it works again (mail with nowhere else to go is still tried).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from connectors.models import Connector
+from relay.delivery.claims import (
+    claim,
+    claim_batch,
+    has_due_work,
+    lease_owner,
+    outbound_disabled,
+    release,
+    sendable,
+)
+from relay.delivery.client import BatchResult, OutboundMessage, send_batch
+from relay.delivery.options import hop_plan, outbound_options, retry_minutes
+from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
+from relay.delivery.results import judge, record
+from relay.delivery.sweeper import expire, sweep
+from relay.queue.models import UNREACHABLE_KEY, LinkQueue, QueueEntry, Recipient, retry_delay
+from relay.queue.rules import load_rules
+
+__all__ = [
+    "CONNECTOR_DOWN_FOR",
+    "deliver_queue",
+    "has_due_work",
+    "mark_connector_down",
+    "sweep",
+]
+
+# What deliver_queue returns.
+SENT = "sent"  # every recipient tried was delivered
+SOFT_FAIL = "soft_fail"  # some wait for a retry
+HARD_FAIL = "hard_fail"  # none wait, some failed
+NOTHING = "nothing"  # nothing due (or another worker got there first)
+SCHEDULED = "scheduled"  # outside the connector's schedule
+FROZEN = "frozen"
+DISABLED = "disabled"  # outbound mail disabled for the organization
+REMOTE = "remote"  # the connector holds its mail for remote triggered delivery (ETRN)
+BUSY = "busy"  # the virtual server's outbound connection limits are reached
+REROUTED = "rerouted"  # the mail claimed went to other queues; nothing was sent from here
+
+# How long a connector stays marked down after a connection-level failure: routing fails
+# over meanwhile, and afterwards new mail goes back to it. Ten minutes, like Exchange's
+# damping of link state changes, and the default first retry interval.
+CONNECTOR_DOWN_FOR = timedelta(minutes=10)
+# Only connectors that forward to smart hosts are marked down: their hosts are the
+# connector. A connector routing by DNS reaches a different host for every domain, so one
+# domain's dead MX says nothing about the others (its queue just retries).
+MARK_DNS_CONNECTORS_DOWN = False
+# Entries routed again at once when a connector goes down; a longer queue's other entries
+# fail over at their retry time. Keeps the delivering task short.
+FAILOVER_AT_ONCE = 1000
+
+
+def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) -> str:
+    """One connection's worth of due mail of one link queue; see the module docstring.
+    ``worker`` names the caller in leases ("host/pid")."""
+    now = now or timezone.now()
+    queue = LinkQueue.objects.select_related("connector").filter(pk=queue_pk).first()
+    if queue is None or queue.kind == LinkQueue.Kind.LOCAL:
+        return NOTHING  # local delivery is the relay worker's
+    if queue.frozen:
+        return FROZEN
+    if outbound_disabled():
+        return DISABLED
+    owner = lease_owner(worker)
+    if queue.kind == LinkQueue.Kind.SYSTEM:
+        return _route_again(queue, owner, now) if queue.key == UNREACHABLE_KEY else NOTHING
+    connector = queue.connector
+    if connector is not None and connector.queue_for_remote_delivery:
+        return REMOTE
+    sizes = sendable(queue, now)
+    if sizes is None:
+        return SCHEDULED
+    entries = claim_batch(queue, owner, now, sizes)
+    if entries is None:
+        return BUSY
+    if not entries:
+        return SCHEDULED if sizes and has_due_work(queue.pk, now) else NOTHING
+    expired = [e for e in entries if e.expires_at <= now]
+    if expired:
+        expire(expired, owner, now)
+        entries = [e for e in entries if e.expires_at > now]
+    if queue.kind == LinkQueue.Kind.CONNECTOR:
+        entries = _failover(queue, connector, entries, owner, now)
+    if not entries:
+        return REROUTED if not expired else HARD_FAIL
+    return _send(queue, connector, entries, owner, now)
+
+
+def _failover(
+    queue: LinkQueue,
+    connector: Connector | None,
+    entries: list[QueueEntry],
+    owner: str,
+    now: datetime,
+) -> list[QueueEntry]:
+    """The entries that stay to be sent from here; the others were routed elsewhere."""
+    problem = connector_problem(connector, now)
+    if not problem and connector is not None:
+        problem = next_hop_changed(queue, connector)
+    refused: dict[int, str] = {}
+    for entry in entries:
+        why = problem or (content_refusal(connector, entry.message) if connector else "")
+        if why:
+            refused[entry.pk] = why
+    if not refused:
+        return entries
+    moving = [e for e in entries if e.pk in refused]
+    kept: list[QueueEntry] = []
+    for reason in dict.fromkeys(refused.values()):
+        batch = [e for e in moving if refused[e.pk] == reason]
+        outcome = reroute(batch, owner, now, reason)
+        kept += outcome.kept
+        _enqueue(outcome.queues)
+    # Still routed here (every connector of the address space is down): try anyway, it is
+    # their retry time, and a connector is only marked down for a while.
+    return [e for e in entries if e.pk not in refused or e in kept]
+
+
+def _send(
+    queue: LinkQueue,
+    connector: Connector | None,
+    entries: list[QueueEntry],
+    owner: str,
+    now: datetime,
+) -> str:
+    recipients: dict[int, list[Recipient]] = {}
+    for recipient in Recipient.objects.filter(
+        entry__in=entries, state__in=Recipient.OPEN_STATES
+    ).order_by("pk"):
+        recipients.setdefault(recipient.entry_id or 0, []).append(recipient)
+    vs = entries[0].virtual_server
+    plan = hop_plan(queue, vs)
+    batch: BatchResult | None = None
+    messages = [
+        OutboundMessage(
+            key=entry.pk,
+            sender=entry.message.sender,
+            recipients=tuple(r.address for r in recipients[entry.pk]),
+            content=entry.message.raw,
+            smtputf8=entry.message.smtputf8,
+        )
+        for entry in entries
+        if recipients.get(entry.pk)
+    ]
+    if plan.hops and messages:
+        batch = send_batch(plan, messages, outbound_options(connector, vs))
+    hop = batch.hop if batch is not None else ""
+    queue_error = batch.connection_error if batch is not None else plan.error
+    verdicts = judge(entries, recipients, plan, batch, load_rules())
+    tally = record(queue, entries, verdicts, owner=owner, hop=hop, queue_error=queue_error, now=now)
+    if (
+        batch is not None
+        and connector is not None
+        and (MARK_DNS_CONNECTORS_DOWN or _forwards_to_smart_hosts(queue))
+    ):
+        _link_state(queue, connector, batch, owner, now)
+    if tally.deferred:
+        return SOFT_FAIL
+    return HARD_FAIL if tally.failed else SENT
+
+
+def _forwards_to_smart_hosts(queue: LinkQueue) -> bool:
+    return bool(queue.smart_hosts.strip())
+
+
+def _link_state(
+    queue: LinkQueue, connector: Connector, batch: BatchResult, owner: str, now: datetime
+) -> None:
+    """A connection-level failure marks the connector down; when it was up until now, the
+    mail waiting in the queue fails over (when it was down already, that happened then). A
+    connection that worked clears the mark at once (and an old one that ran out)."""
+    was_down = connector.down_until is not None and connector.down_until > now
+    if batch.connection_level and not batch.results:
+        mark_connector_down(connector, now, batch.connection_error)
+        if not was_down:
+            _reroute_queue(queue, owner, now, connector_problem(connector, now))
+    elif batch.results and (connector.down_until is not None or connector.down_reason):
+        Connector.objects.filter(pk=connector.pk).update(down_until=None, down_reason="")
+        connector.down_until, connector.down_reason = None, ""
+
+
+def mark_connector_down(connector: Connector, now: datetime, reason: str) -> None:
+    """Routing avoids the connector until ``now + CONNECTOR_DOWN_FOR`` (a runtime field:
+    ``update()``, never a configuration save, never audited)."""
+    until = now + CONNECTOR_DOWN_FOR
+    reason = (reason or "connection failed")[:300]
+    Connector.objects.filter(pk=connector.pk).update(down_until=until, down_reason=reason)
+    connector.down_until, connector.down_reason = until, reason
+
+
+def _reroute_queue(queue: LinkQueue, owner: str, now: datetime, reason: str) -> None:
+    """Fail over the mail waiting in a queue whose connector just went down: every entry no
+    other worker is delivering right now, due or waiting for its retry (up to
+    ``FAILOVER_AT_ONCE``; the rest fails over when it is due, in ``_failover``)."""
+    pks = list(
+        QueueEntry.objects.filter(queue=queue, state__in=QueueEntry.DUE_STATES)
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:FAILOVER_AT_ONCE]
+    )
+    entries = claim(pks, owner, now, due=False)
+    outcome = reroute(entries, owner, now, reason)
+    release(outcome.kept, owner)
+    _enqueue(outcome.queues)
+
+
+def _route_again(queue: LinkQueue, owner: str, now: datetime) -> str:
+    """Mail in "Final destination currently unreachable": route it again; what still has no
+    route waits for the next retry time (it fails with 5.4.4 when it expires)."""
+    pks = list(
+        QueueEntry.objects.due(now)
+        .filter(queue=queue)
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:100]
+    )
+    entries = claim(pks, owner, now)
+    if not entries:
+        return NOTHING
+    expired = [e for e in entries if e.expires_at <= now]
+    expire(expired, owner, now)
+    outcome = reroute([e for e in entries if e.expires_at > now], owner, now, "routing again")
+    _enqueue(outcome.queues)
+    for entry in outcome.kept:
+        attempts = entry.attempts + 1
+        delay = retry_delay(attempts, retry_minutes(entry.virtual_server))
+        entry.leased_to(owner).update(
+            state=QueueEntry.State.RETRY,
+            attempts=attempts,
+            last_attempt_at=now,
+            next_attempt_at=now + delay,
+            lease_owner="",
+            lease_until=None,
+        )
+    return SOFT_FAIL if outcome.kept else REROUTED
+
+
+def _enqueue(queue_pks: set[int]) -> None:
+    """Deliver the queues that received mail, once that is committed."""
+    if queue_pks:
+        from relay.tasks import enqueue_queues  # the task module imports this one
+
+        pks = sorted(queue_pks)
+        transaction.on_commit(lambda: enqueue_queues(pks))

@@ -1,0 +1,81 @@
+"""Celery tasks of outbound delivery: thin, idempotent, and nothing kept on the broker.
+
+They take ids and call plain functions of ``relay.delivery.engine`` that claim their work in
+the database. A task delivered twice finds nothing due the second time; a task lost with the
+broker is replaced by the sweeper (``sweep``, every few seconds from beat), which finds due
+work in the database. Retry times are columns, never ETAs or countdowns on the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+
+from celery import shared_task
+from django.conf import settings
+
+from relay.delivery import engine
+
+log = logging.getLogger("relay.delivery")
+
+# Seconds without publishing after the broker failed (the sweeper covers the gap; when the
+# broker is down, beat's sweeps wait for it too, so nothing is lost either way).
+BROKER_PAUSE = 30
+_paused_until = 0.0
+
+# deliver_queue results after which the queue may hold more due work right away.
+_WORKED = (engine.SENT, engine.SOFT_FAIL, engine.HARD_FAIL, engine.REROUTED)
+
+
+def worker_id() -> str:
+    """Who holds a lease: this host and process (the engine adds a per-call suffix)."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver(queue_pk: int) -> str:
+    """One connection's worth of due mail of one link queue. When more is due afterwards (a
+    queue longer than "messages per connection"), the next connection is another task, so
+    other queues get their turn in between and several workers can share a long queue."""
+    result = engine.deliver_queue(queue_pk, worker_id())
+    if result in _WORKED and engine.has_due_work(queue_pk):
+        enqueue_queues([queue_pk])
+    return result
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sweep() -> int:
+    """Expirations, delay notifications and lost work (expired leases, tasks the broker lost):
+    enqueues ``deliver`` for every queue with due work. Returns how many."""
+    queues = engine.sweep()
+    enqueue_queues(queues)
+    return len(queues)
+
+
+def enqueue_queues(queue_pks: Iterable[int]) -> None:
+    """Ask for delivery of these queues now (intake calls this once a message is committed).
+    Never raises: when the broker cannot be reached the sweeper finds the work anyway, and the
+    caller (an SMTP client waiting for its 250) must not wait for retries. After a failure
+    this process publishes nothing for ``BROKER_PAUSE`` seconds: a broker that is down costs
+    one wait (the Redis client alone retries for seconds), not one per message."""
+    global _paused_until
+    if not getattr(settings, "SMTPADMIN_DELIVERY_ENQUEUE", True):
+        return
+    if time.monotonic() < _paused_until:
+        return
+    for pk in dict.fromkeys(queue_pks):
+        try:
+            deliver.apply_async((pk,), retry=False)
+        except Exception:  # any broker trouble: the sweeper is the fallback
+            _paused_until = time.monotonic() + BROKER_PAUSE
+            log.warning(
+                "Could not enqueue delivery of queue %s; the sweeper will find the work "
+                "(no delivery tasks published for %d s)",
+                pk,
+                BROKER_PAUSE,
+                exc_info=True,
+            )
+            return

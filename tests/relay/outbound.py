@@ -1,0 +1,63 @@
+"""What the outbound client tests share: a few messages, plans of loopback sinks, and the
+check that no test leaves a socket open."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from relay.delivery.client import BatchResult, OutboundMessage, OutboundOptions
+from relay.delivery.nexthop import Hop, HopPlan
+from tests.sinks import Sink
+
+HELO = "relay.example.net"
+OPTIONS = OutboundOptions(helo_name=HELO, timeout=5.0)
+CONTENT = b"From: alice@corp.example\r\nTo: bob@example.org\r\nSubject: Hi\r\n\r\nHello.\r\n"
+
+
+@pytest.fixture(autouse=True)
+def no_socket_left_open() -> Iterator[None]:
+    """Every socket the client opens is closed before send_batch returns: an unclosed one
+    would warn (ResourceWarning) when collected."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port nobody listens on (bound, so nothing else takes it): refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield int(bound.getsockname()[1])
+
+
+def hop(server: Sink) -> Hop:
+    return Hop(server.host, server.host, server.port)
+
+
+def plan(*servers: Sink | int) -> HopPlan:
+    return HopPlan(
+        tuple(hop(s) if isinstance(s, Sink) else Hop("127.0.0.1", "127.0.0.1", s) for s in servers)
+    )
+
+
+def message(key: int = 1, *recipients: str, sender: str = "alice@corp.example") -> OutboundMessage:
+    return OutboundMessage(key, sender, recipients or ("bob@example.org",), CONTENT)
+
+
+def replies(batch: BatchResult) -> dict[int, dict[str, str]]:
+    return {
+        result.key: {address: str(reply) for address, reply in result.recipients.items()}
+        for result in batch.results
+    }
+
+
+OK = "250 2.0.0 Queued"
