@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -104,27 +105,28 @@ def parse_dns_servers(text: str | Iterable[str]) -> list[tuple[str, int]]:
     return [parse_dns_server(entry) for entry in entries]
 
 
-def make_resolver(
-    servers: Sequence[str] = (), *, lifetime: float = DEFAULT_LIFETIME
-) -> dns.asyncresolver.Resolver:
-    """The resolver a virtual server uses: its own external DNS servers (port 53, or an
-    explicit port) when it has some, else ``settings.SMTPADMIN_DNS_SERVERS``, else the
-    system's (/etc/resolv.conf). Raises ``DnsServerError`` for a bad entry."""
+ResolverT = TypeVar("ResolverT", bound=dns.resolver.BaseResolver)
+
+
+def _configure(kind: type[ResolverT], servers: Sequence[str], lifetime: float) -> ResolverT:
+    """A resolver of ``kind`` (async or sync): the virtual server's own external DNS servers
+    (port 53, or an explicit port) when it has some, else ``settings.SMTPADMIN_DNS_SERVERS``,
+    else the system's (/etc/resolv.conf). Raises ``DnsServerError`` for a bad entry."""
     configured = parse_dns_servers(servers) or parse_dns_servers(
         getattr(settings, "SMTPADMIN_DNS_SERVERS", [])
     )
     if configured:
-        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver = kind(configure=False)
         resolver.nameservers = [
             dns.nameserver.Do53Nameserver(address, port) for address, port in configured
         ]
     else:
         try:
-            resolver = dns.asyncresolver.Resolver(filename=RESOLV_CONF)
+            resolver = kind(filename=RESOLV_CONF)
         except dns.resolver.NoResolverConfiguration as exc:
             # Keep going: every lookup then fails fast and reads as "no answer".
             log.warning("No system DNS configuration (%s); lookups will find nothing", exc)
-            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver = kind(configure=False)
     # Short tries, bounded in total, no search domains: a slow server costs a client seconds,
     # not minutes, and a failing one is not hammered.
     resolver.timeout = min(QUERY_TIMEOUT, lifetime)
@@ -135,6 +137,13 @@ def make_resolver(
     # Honours the TTLs of the answers (a test server answering with TTL 0 is never cached).
     resolver.cache = dns.resolver.LRUCache(10_000)
     return resolver
+
+
+def make_resolver(
+    servers: Sequence[str] = (), *, lifetime: float = DEFAULT_LIFETIME
+) -> dns.asyncresolver.Resolver:
+    """The resolver of a virtual server's listener (reverse DNS, block lists)."""
+    return _configure(dns.asyncresolver.Resolver, servers, lifetime)
 
 
 def client_address(ip: str) -> IPAddress | None:
@@ -281,29 +290,5 @@ async def dnsbl_listing(
 def make_sync_resolver(
     servers: Sequence[str] = (), *, lifetime: float = DEFAULT_LIFETIME
 ) -> dns.resolver.Resolver:
-    """``make_resolver`` for synchronous callers (the Celery delivery worker): the same
-    servers in the same order of precedence (the virtual server's external DNS servers, else
-    ``settings.SMTPADMIN_DNS_SERVERS``, else /etc/resolv.conf) and the same short tries, no
-    search domains and TTL-honouring cache. Raises ``DnsServerError`` for a bad entry."""
-    configured = parse_dns_servers(servers) or parse_dns_servers(
-        getattr(settings, "SMTPADMIN_DNS_SERVERS", [])
-    )
-    if configured:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(address, port) for address, port in configured
-        ]
-    else:
-        try:
-            resolver = dns.resolver.Resolver(filename=RESOLV_CONF)
-        except dns.resolver.NoResolverConfiguration as exc:
-            # As in make_resolver: every lookup then fails fast (a temporary DNS failure).
-            log.warning("No system DNS configuration (%s); lookups will find nothing", exc)
-            resolver = dns.resolver.Resolver(configure=False)
-    resolver.timeout = min(QUERY_TIMEOUT, lifetime)
-    resolver.lifetime = lifetime
-    resolver.retry_servfail = False
-    resolver.use_search_by_default = False
-    resolver.search = []
-    resolver.cache = dns.resolver.LRUCache(10_000)
-    return resolver
+    """``make_resolver`` for synchronous callers (the Celery delivery worker's MX lookups)."""
+    return _configure(dns.resolver.Resolver, servers, lifetime)
