@@ -105,7 +105,9 @@ def queue_spec(route: Route, *, server_id: int) -> QueueSpec | None:
             return QueueSpec(
                 key=f"connector:{connector.id}:smart-hosts:{hosts}",
                 kind=LinkQueue.Kind.CONNECTOR,
-                name=connector.name,
+                # The hosts in the name too: the connector's queue before and after an edit
+                # of its smart hosts are two rows in Queue Viewer.
+                name=f"{connector.name} ({hosts})",
                 connector_id=connector.id,
                 smart_hosts=hosts,
             )

@@ -280,7 +280,7 @@ def test_it_queues_per_connector_and_smart_hosts_for_a_smart_host_connector(
     assert queue.connector == relay
     assert queue.smart_hosts == "[192.0.2.25]:2525;relay.example.net"
     assert queue.key == f"connector:{relay.pk}:smart-hosts:[192.0.2.25]:2525;relay.example.net"
-    assert queue.name == "Outbound relay"
+    assert queue.name == "Outbound relay ([192.0.2.25]:2525;relay.example.net)"
 
 
 def test_it_queues_per_smart_host_when_the_virtual_server_forwards_to_one(world: World) -> None:
