@@ -35,7 +35,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -354,13 +354,16 @@ class _Session:
 
     # -- the mail ----------------------------------------------------------------------
 
-    def deliver(self, messages: Sequence[OutboundMessage]) -> list[MessageResult]:
+    def deliver(
+        self, messages: Sequence[OutboundMessage], tick: Callable[[], None]
+    ) -> list[MessageResult]:
         results: list[MessageResult] = []
         broken: RecipientResult | None = None
         for message in messages:
             if broken is not None:
                 results.append(_everyone(message, broken))
                 continue
+            tick()
             outcome: dict[str, RecipientResult] = {}
             try:
                 self.transaction(message, outcome)
@@ -472,17 +475,24 @@ _NO_REPLY = RecipientResult(DROPPED, "4.4.2 No reply for this recipient")
 
 
 def send_batch(
-    plan: HopPlan, messages: Sequence[OutboundMessage], options: OutboundOptions
+    plan: HopPlan,
+    messages: Sequence[OutboundMessage],
+    options: OutboundOptions,
+    progress: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Deliver ``messages`` over one connection to the first usable hop of ``plan`` (see the
     module docstring). Without hops, ``connection_error`` is the plan's error and
-    ``connection_level`` is false: a DNS problem is not the next hop's fault."""
+    ``connection_level`` is false: a DNS problem is not the next hop's fault. ``progress`` is
+    called before each hop is tried and before each message (the engine renews its lease:
+    a slow next hop must not let the claim run out while the batch is still going)."""
+    tick = progress or (lambda: None)
     if not messages:
         return BatchResult(())
     if not plan.hops:
         return BatchResult((), connection_error=plan.error or "4.4.0 No next hop")
     skipped: list[str] = []
     for hop in plan.hops:
+        tick()
         session = _Session(hop, options)
         try:
             refused = session.open()
@@ -490,7 +500,7 @@ def send_batch(
                 session.quit()
                 results = [_everyone(message, refused) for message in messages]
             else:
-                results = session.deliver(messages)
+                results = session.deliver(messages, tick)
         except _HopFailed as failure:
             log.info("Skipping %s: %s", hop, failure.reason)
             skipped.append(failure.reason)

@@ -36,6 +36,7 @@ from relay.delivery.claims import (
     claim_batch,
     has_due_work,
     lease_owner,
+    lease_seconds,
     outbound_disabled,
     release,
     sendable,
@@ -174,7 +175,14 @@ def _send(
         if recipients.get(entry.pk)
     ]
     if plan.hops and messages:
-        batch = send_batch(plan, messages, outbound_options(connector, vs))
+
+        def renew_lease() -> None:
+            # Only the entries this claim still holds: a lease that ran out is not taken back.
+            QueueEntry.objects.filter(pk__in=[e.pk for e in entries], lease_owner=owner).update(
+                lease_until=timezone.now() + timedelta(seconds=lease_seconds())
+            )
+
+        batch = send_batch(plan, messages, outbound_options(connector, vs), renew_lease)
     hop = batch.hop if batch is not None else ""
     queue_error = batch.connection_error if batch is not None else plan.error
     verdicts = judge(entries, recipients, plan, batch, load_rules())

@@ -145,3 +145,35 @@ def test_workers_delivering_one_queue_at_the_same_time_send_each_message_once(
     assert sorted(delivered) == sorted(f"user{n}@example.org" for n in range(count))
     assert set(delivered.values()) == {1}
     assert Recipient.objects.exclude(state="delivered").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_batch_renews_its_lease_so_nobody_takes_its_mail_meanwhile(
+    outbound: Outbound, sink: SinkFactory, settings: Any
+) -> None:
+    settings.SMTPADMIN_DELIVERY_LEASE_SECONDS = 1
+    mx = sink()
+    mx.stall_at("END-OF-DATA", 0.7)  # each message takes 0.7 s: the batch outlives 1 s
+    outbound.connector("Partner", [("example.org", 1)], mx.smart_host)
+    first = outbound.send(["one@example.org"])
+    second = outbound.send(["two@example.org"])
+    queue = queue_of(first)
+    results: list[str] = []
+
+    def work() -> None:
+        try:
+            results.append(deliver_queue(queue.pk, "slow-worker/1"))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    threading.Event().wait(1.3)  # the first lease would have run out by now
+    stolen = claim([entry_of(second, queue).pk], "intruder/2#1", timezone.now())
+    worker.join(10)
+    assert stolen == []
+    assert results == ["sent"]
+    assert sorted(r for m in mx.messages for r in m.rcpt_tos) == [
+        "one@example.org",
+        "two@example.org",
+    ]
