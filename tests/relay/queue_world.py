@@ -11,13 +11,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from connectors.models import Connector
 from relay.intake import accept
 from relay.models import LinkQueue, Message, QueueEntry, Recipient
+from tests.conftest import client_for
 from tests.relay.test_intake import World, envelope, make_connector, make_world
 
 WORKER = "worker-a/100"
@@ -120,3 +123,21 @@ def logged_in(user: User | None) -> Client:
 
 def html_of(response: Any) -> str:
     return str(response.content.decode())
+
+
+# --- fixtures shared by the Queue Viewer, message and tracking tests ---------------------
+
+
+@pytest.fixture
+def queues(tmp_path: Path) -> Queues:
+    return make_queues(tmp_path)
+
+
+@pytest.fixture
+def admin_api(administrator: User) -> APIClient:
+    return client_for(administrator)
+
+
+@pytest.fixture
+def viewer_api(view_only: User) -> APIClient:
+    return client_for(view_only)

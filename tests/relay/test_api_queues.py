@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import email
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,36 +24,21 @@ from tests.relay.queue_world import (
     LOCAL_SENDER,
     WORKER,
     Queues,
+    admin_api,
     deliver,
     entry,
     fail,
     lease,
-    make_queues,
     queue_named,
+    queues,
+    viewer_api,
 )
+
+__all__ = ["admin_api", "queues", "viewer_api"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
 API = "/api/v1/queues/"
-
-
-@pytest.fixture
-def queues(tmp_path: Path) -> Queues:
-    return make_queues(tmp_path)
-
-
-@pytest.fixture
-def admin_api(administrator: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(administrator)
-    return client
-
-
-@pytest.fixture
-def viewer_api(view_only: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(view_only)
-    return client
 
 
 def listed(client: APIClient, **query: Any) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,6 @@ servers; read-only for everyone."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +14,14 @@ from rest_framework.test import APIClient
 
 from relay.models import Message, TrackingEvent
 from relay.queue import actions
-from tests.relay.queue_world import Queues, make_queues
+from tests.relay.queue_world import Queues, queues
 from tests.relay.test_intake import set_tracking
+
+__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
 API = "/api/v1/tracking-events/"
-
-
-@pytest.fixture
-def queues(tmp_path: Path) -> Queues:
-    return make_queues(tmp_path)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -23,20 +22,17 @@ from tests.relay.queue_world import (
     fail,
     html_of,
     logged_in,
-    make_queues,
     queue_named,
+    queues,
 )
+
+__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
 VIEWER = "/relay/queues/"
 FIND = "/relay/find/"
 CONFIRM = "/relay/find/confirm/"
-
-
-@pytest.fixture
-def queues(tmp_path: Path) -> Queues:
-    return make_queues(tmp_path)
 
 
 def rows(html: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,19 +16,16 @@ from django.utils import timezone
 from relay.intake import record_rejected
 from relay.models import Message, TrackingEvent
 from relay.queue import actions
-from tests.relay.queue_world import Queues, html_of, logged_in, make_queues
+from tests.relay.queue_world import Queues, html_of, logged_in, queues
 from tests.relay.test_api_tracking import relayed_elsewhere
 from tests.relay.test_intake import set_tracking
+
+__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
 CENTER = "/relay/tracking/"
 HISTORY = "/relay/tracking/history/"
-
-
-@pytest.fixture
-def queues(tmp_path: Path) -> Queues:
-    return make_queues(tmp_path)
 
 
 def result_rows(html: str) -> list[str]:
