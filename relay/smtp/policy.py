@@ -190,6 +190,23 @@ def auth_decision(config: ListenerConfig, *, tls: bool) -> Reply | None:
 # --- MAIL FROM ----------------------------------------------------------------------------
 
 
+def tls_refusal(config: ListenerConfig, *, tls: bool) -> Reply | None:
+    """ "Require TLS": nothing but EHLO, STARTTLS, NOOP and QUIT before STARTTLS."""
+    if config.require_tls and not tls:
+        return Reply(530, "5.7.0 Must issue a STARTTLS command first")
+    return None
+
+
+def transaction_refusal(config: ListenerConfig, *, authenticated: bool, tls: bool) -> Reply | None:
+    """May this session start a transaction at all (whoever the sender)?"""
+    refusal = tls_refusal(config, tls=tls)
+    if refusal is None and not config.auth_anonymous and not authenticated:
+        refusal = Reply(
+            530, "5.7.0 Authentication required: this virtual server does not take anonymous mail"
+        )
+    return refusal
+
+
 def sender_decision(
     sender: ParsedAddress,
     *,
@@ -200,12 +217,9 @@ def sender_decision(
 ) -> Reply | None:
     """May a transaction start with this sender? TLS and authentication requirements first,
     then the organization's sender filter when this virtual server applies it."""
-    if config.require_tls and not tls:
-        return Reply(530, "5.7.0 Must issue a STARTTLS command first")
-    if not config.auth_anonymous and not authenticated:
-        return Reply(
-            530, "5.7.0 Authentication required: this virtual server does not take anonymous mail"
-        )
+    refusal = transaction_refusal(config, authenticated=authenticated, tls=tls)
+    if refusal is not None:
+        return refusal
     if config.apply_sender_filter:
         if sender.is_null:
             if org.filter_blank_senders:

@@ -107,7 +107,7 @@ class RelaySMTP(SMTP):
         if self.registered:
             return  # the second call comes after STARTTLS
         peer = transport.get_extra_info("peername") or ("", 0)
-        self.client_address = _plain_ip(str(peer[0]))
+        self.client_address = _client_ip(str(peer[0]))
         self.client_port = int(peer[1]) if len(peer) > 1 else 0
         self.registered = True
         self.listener.register(self)
@@ -284,9 +284,9 @@ class RelaySMTP(SMTP):
         return answer
 
     async def smtp_AUTH(self, arg: str) -> None:
-        refusal = policy.auth_decision(self.config, tls=self.tls)
-        if refusal is None and self.config.require_tls and not self.tls:
-            refusal = Reply(530, "5.7.0 Must issue a STARTTLS command first")
+        refusal = policy.auth_decision(self.config, tls=self.tls) or policy.tls_refusal(
+            self.config, tls=self.tls
+        )
         if refusal is not None:
             await self.push(str(refusal))
             return
@@ -304,10 +304,11 @@ class RelaySMTP(SMTP):
 
     def mail_refusal(self, argument: str) -> Reply | None:
         config = self.config
-        if config.require_tls and not self.tls:
-            return Reply(530, "5.7.0 Must issue a STARTTLS command first")
-        if not config.auth_anonymous and not self.authenticated:
-            return Reply(530, "5.7.0 Authentication required")
+        # Refused before aiosmtpd reads the SIZE parameter: sender_decision repeats this
+        # check at the hook, for a MAIL that gets that far.
+        refusal = policy.transaction_refusal(config, authenticated=self.authenticated, tls=self.tls)
+        if refusal is not None:
+            return refusal
         too_many = policy.message_count_reply(self.messages, config)
         if too_many is not None:
             return too_many
@@ -594,8 +595,9 @@ def _declared_size(argument: str) -> int | None:
     return None
 
 
-def _plain_ip(address: str) -> str:
-    """IPv4-mapped IPv6 (::ffff:1.2.3.4, from dual-stack sockets) as plain IPv4."""
-    if address.lower().startswith("::ffff:") and "." in address:
-        return address[7:]
-    return address.split("%", 1)[0]
+def _client_ip(address: str) -> str:
+    """The client as every list compares it (IPv4-mapped IPv6 as IPv4, no zone)."""
+    try:
+        return policy.normal_client_ip(address)
+    except ValueError:  # not an IP socket: keep what the transport says
+        return address
