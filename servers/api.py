@@ -9,7 +9,12 @@ from typing import Any
 from django.db import transaction
 from django.urls import re_path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
@@ -29,6 +34,7 @@ from servers.models import (
 from servers.models.virtual_server import PROFILE_CHOICES, PROFILES
 from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer
 from smtpadmin.registry import api
+from smtpadmin.roles import Role
 
 
 class RoutingGroupSerializer(ModelCleanSerializer):
@@ -333,9 +339,25 @@ class SmtpCredentialSerializer(ModelCleanSerializer):
 class SmtpCredentialViewSet(AuditedModelViewSet):
     queryset = SmtpCredential.objects.prefetch_related("virtual_servers").all()
     serializer_class = SmtpCredentialSerializer
+    write_role = Role.ADMINISTRATOR
     filterset_fields = ["username", "enabled"]
     search_fields = ["username"]
     ordering_fields = ["username", "id", "last_used_at"]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: SmtpCredentialSerializer,
+            403: OpenApiResponse(description="Only Full Administrators may unlock."),
+            404: OpenApiResponse(description="No such SMTP credential."),
+        },
+    )
+    @action(detail=True, methods=["post"], write_role=Role.FULL)
+    def unlock(self, request: Request, pk: str | None = None) -> Response:
+        """Lift the credential's AUTH locks and forget its failed logins (audited)."""
+        credential = self.get_object()
+        credential.unlock(by=request.user)
+        return Response(self.get_serializer(credential).data)
 
 
 class CertificateSerializer(ModelCleanSerializer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import django_filters
@@ -10,10 +11,12 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.urls import path
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 
@@ -24,13 +27,16 @@ from smtpadmin.api import (
     ModelCleanSerializer,
     StrictFieldsMixin,
 )
+from smtpadmin.clients import client_address
 from smtpadmin.models import AuditEntry, Organization
 from smtpadmin.registry import api
 from smtpadmin.roles import ROLE_SLUGS, Role, role_from_slug, set_role
 from smtpadmin.users import (
+    forget_failed_logins,
     last_full_administrator_problem,
     record_user_change,
     stored_role,
+    unlock_logins,
     user_snapshot,
 )
 
@@ -129,9 +135,17 @@ class UserSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         if password:
             instance.set_password(password)
         instance.save()
+        if password:
+            forget_failed_logins(instance)
         if role is not None:
             set_role(instance, role_from_slug(role))
         return instance
+
+
+UnlockAnswer = inline_serializer(
+    "LoginUnlock",
+    {"unlocked_addresses": serializers.IntegerField(help_text="Client addresses that were locked")},
+)
 
 
 class UserViewSet(AuditedModelViewSet):
@@ -163,6 +177,20 @@ class UserViewSet(AuditedModelViewSet):
             before = user_snapshot(user)
             user = serializer.save()
             record_user_change(self.request.user, before, user)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: UnlockAnswer,
+            403: OpenApiResponse(description="Only Full Administrators may unlock."),
+            404: OpenApiResponse(description="No such user."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def unlock(self, request: Request, pk: str | None = None) -> Response:
+        """Lift the user's login locks and forget the failed logins of the name (audited)."""
+        locked = unlock_logins(self.get_object(), by=request.user)
+        return Response({"unlocked_addresses": locked})
 
     def perform_destroy(self, instance: User) -> None:
         problem = last_full_administrator_problem(instance, delete=True)
@@ -219,6 +247,10 @@ class LoginRateThrottle(AnonRateThrottle):
     scope = "login"
     rate = "20/minute"
 
+    def get_ident(self, request: Any) -> str:
+        # DRF's own reading believes any X-Forwarded-For; only a trusted proxy's counts.
+        return client_address(request)
+
 
 class TokenView(ObtainAuthToken):
     """Exchange a user name and password for the user's API token."""
@@ -230,13 +262,22 @@ class TokenView(ObtainAuthToken):
             "TokenCredentials",
             {"username": serializers.CharField(), "password": serializers.CharField()},
         ),
-        responses=inline_serializer("Token", {"token": serializers.CharField()}),
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            400: OpenApiResponse(description="Wrong user name or password."),
+            429: OpenApiResponse(
+                description="Too many failed logins of this user name from this address."
+            ),
+        },
     )
     def post(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         # The same lockout as the console's login form: guessing through the API is no faster.
         username = request.data.get("username") if isinstance(request.data, dict) else ""
-        keys = throttle.keys_for(str(username or ""), str(request.META.get("REMOTE_ADDR", "")))
-        if throttle.locked_for(keys) is not None:
+        username, client = str(username or ""), client_address(request)
+        pause = throttle.name_delay(throttle.Scope.CONSOLE, username)
+        if pause:
+            time.sleep(pause)
+        if not throttle.reserve(throttle.Scope.CONSOLE, username, client):
             return Response(
                 {"detail": "Too many failed logins; try again later."},
                 status=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -244,9 +285,9 @@ class TokenView(ObtainAuthToken):
         try:
             response = super().post(request, *args, **kwargs)
         except ValidationError:
-            throttle.record_failure(keys)
+            throttle.failed(throttle.Scope.CONSOLE, username, client)
             raise
-        throttle.clear(keys)
+        throttle.succeeded(throttle.Scope.CONSOLE, username, client)
         return response
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
@@ -14,12 +15,15 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Q
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.views import View
 from django.views.generic import TemplateView
 from rest_framework.authtoken.models import Token
 
+from smtpadmin import throttle
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.models import AuditEntry
@@ -27,9 +31,12 @@ from smtpadmin.navigation import Node, navigation
 from smtpadmin.roles import Role, role_from_slug, set_role
 from smtpadmin.sheets import PropertySheet, SheetForm, Tab
 from smtpadmin.users import (
+    forget_failed_logins,
     last_full_administrator_problem,
+    login_locks,
     record_user_change,
     stored_role,
+    unlock_logins,
     user_snapshot,
 )
 
@@ -249,9 +256,26 @@ class UserSheet(UsersOnly, PropertySheet):
     def get_success_url(self, instance: Any) -> str:
         return reverse("admin_pages:user", args=[instance.pk])
 
+    def facts(self) -> list[tuple[str, Any]]:
+        user = self.get_object()
+        if user is None:
+            return []
+        return [
+            (
+                "Failed logins (15 minutes)",
+                throttle.name_failures(throttle.Scope.CONSOLE, user.username),
+            ),
+            ("Login locks", throttle.describe(login_locks(user)) or "none"),
+        ]
+
     def actions(self) -> list[Action]:
         pk = self.kwargs.get("pk")
-        return [Action("Delete", reverse("admin_pages:user-delete", args=[pk]))] if pk else []
+        if not pk:
+            return []
+        return [
+            Action("Unlock", reverse("admin_pages:user-unlock", args=[pk]), method="post"),
+            Action("Delete", reverse("admin_pages:user-delete", args=[pk])),
+        ]
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -270,6 +294,8 @@ class UserSheet(UsersOnly, PropertySheet):
             if data.get("new_password"):
                 user.set_password(data["new_password"])
             user.save()
+            if data.get("new_password"):
+                forget_failed_logins(user)
             set_role(user, role_from_slug(data["role"]))
             record_user_change(self.request.user, before, user, create=pk is None)
         if user.pk == self.request.user.pk and data.get("new_password"):
@@ -282,6 +308,19 @@ class NewUser(UserSheet):
 
     def get_object(self) -> User | None:
         return None
+
+
+class UserUnlock(UsersOnly, View):
+    """Lift a user's login locks (POST only, audited)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        user = get_object_or_404(User, pk=pk)
+        locked = unlock_logins(user, by=request.user)
+        plural = "" if locked == 1 else "es"
+        messages.success(request, f"{user.username}: unlocked ({locked} locked address{plural}).")
+        return redirect("admin_pages:user", pk=user.pk)
 
 
 class UserDelete(UsersOnly, DeleteConfirm):
@@ -333,5 +372,6 @@ urlpatterns = [
     path("users/", UserList.as_view(), name="users"),
     path("users/new/", NewUser.as_view(), name="user-new"),
     path("users/<int:pk>/", UserSheet.as_view(), name="user"),
+    path("users/<int:pk>/unlock/", UserUnlock.as_view(), name="user-unlock"),
     path("users/<int:pk>/delete/", UserDelete.as_view(), name="user-delete"),
 ]

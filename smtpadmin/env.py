@@ -6,6 +6,7 @@ must not quietly mean False.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 
@@ -71,3 +72,19 @@ def env_list(name: str, default: list[str], environ: Mapping[str, str] | None = 
     if any(not item for item in items):
         raise EnvironmentError_(f"{name}={raw!r} has an empty item")
     return items
+
+
+def env_networks(
+    name: str, default: list[str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """A comma-separated list of IP addresses and networks (``192.0.2.10``, ``10.0.0.0/8``,
+    ``2001:db8::/32``); anything else, or a network with host bits set, is an error."""
+    networks = []
+    for item in env_list(name, default, environ):
+        try:
+            networks.append(str(ipaddress.ip_network(item)))
+        except ValueError as exc:
+            raise EnvironmentError_(
+                f"{name}: {item!r} is not an IP address or network (CIDR): {exc}"
+            ) from None
+    return networks

@@ -124,13 +124,27 @@ class AuditEntry(models.Model):
 
 
 class LoginThrottle(models.Model):
-    """Failed console logins per key (user name or client address), shared by all web
-    processes, so guessing passwords is slowed down and then locked out for a while."""
+    """Failed logins, shared by all web and relay processes (``smtpadmin.throttle``): one row
+    per (user name, client address) pair, which locks, and one per user name (``client`` blank),
+    which only slows that name down."""
 
-    key = models.CharField(max_length=300, unique=True)
+    class Scope(models.TextChoices):
+        CONSOLE = "console", "Console and API"
+        SMTP = "smtp", "SMTP AUTH"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    username = models.CharField(max_length=250)
+    client = models.CharField(max_length=250, blank=True)
     failures = models.PositiveIntegerField(default=0)
     first_failure_at = models.DateTimeField()
     locked_until = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "username", "client"], name="login_throttle_one_row_per_pair"
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.key}: {self.failures}"
+        return f"{self.scope}:{self.username}@{self.client or '*'}: {self.failures}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import dj_database_url
 
-from smtpadmin.env import EnvironmentError_, env_bool, env_int, env_list, env_str
+from smtpadmin.env import EnvironmentError_, env_bool, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, broker folders, Maildirs, logs).
@@ -46,9 +46,12 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 # Origins trusted for CSRF when the console sits behind a TLS proxy (https://mail.example.com).
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies (IPs / CIDRs, comma-separated) whose X-Forwarded-For names the client; empty =
+# the header is ignored.
+SMTPADMIN_TRUSTED_PROXIES = env_networks("SMTPADMIN_TRUSTED_PROXIES", [])
 # The name of the server row this host's relay worker runs as (runrelay --server overrides).
 SMTPADMIN_SERVER_NAME = env_str("SMTPADMIN_SERVER_NAME", socket.gethostname().split(".")[0])
-# Password for the `admin` user created by `make run`; generated and printed when unset.
+# Password of the `admin` user created by `make run` (of no other user); generated when unset.
 SMTPADMIN_ADMIN_PASSWORD = env_str("SMTPADMIN_ADMIN_PASSWORD", "")
 # Seconds without a heartbeat after which a server is shown as "not responding".
 SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum=5)

@@ -8,8 +8,11 @@ import hashlib
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import transaction
 
-from smtpadmin.models import AuditEntry
+from smtpadmin import throttle
+from smtpadmin.audit import record_action
+from smtpadmin.models import AuditEntry, LoginThrottle
 from smtpadmin.roles import GROUP_ROLES, Role
 
 LAST_FULL_ADMINISTRATOR = "This is the last active Full Administrator; keep at least one."
@@ -85,3 +88,25 @@ def record_user_change(
             )
         )
     return AuditEntry.objects.bulk_create(rows)
+
+
+def login_locks(user: User) -> list[LoginThrottle]:
+    """The client addresses whose failed logins count against this user's name."""
+    return throttle.locks(throttle.Scope.CONSOLE, user.username)
+
+
+def forget_failed_logins(user: User) -> int:
+    """A new password ends the lockout: the guesses were made against the old one."""
+    return throttle.unlock(throttle.Scope.CONSOLE, user.username)
+
+
+def unlock_logins(user: User, by: Any) -> int:
+    """Lift every login lock of this user's name, audited; returns how many client addresses
+    were locked."""
+    with transaction.atomic():
+        failures = throttle.name_failures(throttle.Scope.CONSOLE, user.username)
+        locked = forget_failed_logins(user)
+        record_action(
+            by, user, "login lock", f"{locked} locked, {failures} failed logins", "unlocked"
+        )
+    return locked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -11,38 +13,45 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from smtpadmin import throttle
+from smtpadmin.clients import client_address
+
+CONSOLE = throttle.Scope.CONSOLE
 
 
-def client_address(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
+def lock_message(remaining: timedelta) -> str:
+    minutes = max(1, int(remaining.total_seconds() // 60) + 1)
+    unit = "minute" if minutes == 1 else "minutes"
+    return f"Too many failed logins. Try again in {minutes} {unit}."
 
 
 class LoginView(auth_views.LoginView):
+    """The form login: a locked (name, address) pair is refused before any password check."""
+
     template_name = "smtpadmin/login.html"
     redirect_authenticated_user = True
 
-    def _keys(self) -> list[str]:
-        return throttle.keys_for(
-            self.request.POST.get("username", ""), client_address(self.request)
-        )
+    def _pair(self) -> tuple[str, str]:
+        return str(self.request.POST.get("username", "")), client_address(self.request)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        remaining = throttle.locked_for(self._keys())
-        if remaining is not None:
-            minutes = max(1, int(remaining.total_seconds() // 60) + 1)
+        username, client = self._pair()
+        pause = throttle.name_delay(CONSOLE, username)
+        if pause:
+            time.sleep(pause)
+        if not throttle.reserve(CONSOLE, username, client):
+            remaining = throttle.locked_for(CONSOLE, username, client) or throttle.LOCKOUT
             form = self.get_form()
             form.errors.clear()
-            unit = "minute" if minutes == 1 else "minutes"
-            form.add_error(None, f"Too many failed logins. Try again in {minutes} {unit}.")
+            form.add_error(None, lock_message(remaining))
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form: Any) -> HttpResponse:
-        throttle.record_failure(self._keys())
+        throttle.failed(CONSOLE, *self._pair())
         return super().form_invalid(form)
 
     def form_valid(self, form: Any) -> HttpResponse:
-        throttle.clear(self._keys())
+        throttle.succeeded(CONSOLE, *self._pair())
         return super().form_valid(form)
 
 

@@ -1,36 +1,37 @@
 """SMTP AUTH (PLAIN / LOGIN) against the SMTP credentials, with lockout.
 
-Synchronous (ORM and password hashing): the protocol layer runs ``check_credentials`` in a
-thread and waits ``AuthOutcome.delay`` before answering a failure.
+Synchronous (ORM and password hashing): the protocol layer waits ``backoff_delay`` (without
+holding a database thread), then runs ``check_credentials`` in a thread and waits
+``AuthOutcome.delay`` before answering a failure.
 
-Failures count per user name and per client address, with the console login's throttle
-(``smtpadmin.throttle``: 5 failures within 15 minutes lock for 15 minutes) under keys of their
-own (``smtp-user:``, ``smtp-addr:``). Names that exist and names that do not are counted,
-locked, answered and timed alike, so a client cannot tell which user names exist. A
-credential's runtime fields (``failed_logins``, ``locked_until``, ``last_used_at``) show the
-count and the lock in the console; they are written with ``update()``, never ``save()``, so a
-configuration save and the relay never overwrite each other.
+The console login's rules (``smtpadmin.throttle``) under the SMTP scope: 5 failures within 15
+minutes lock that user name from that client address for 15 minutes ("454 4.7.0"), checked and
+counted atomically before the password is; each name slows down by up to 3 seconds once it has
+failed 10 times from any addresses. Names that exist and names that do not are counted, locked,
+answered and timed alike, so a client cannot tell which user names exist. A credential's
+runtime fields (``failed_logins``: the name's failures within the window; ``locked_until``: its
+latest lock from any address; ``last_used_at``) show this in the console; they are written with
+``update()``, never ``save()``, so a configuration save and the relay never overwrite each
+other.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 from dataclasses import dataclass
 
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
 from django.utils import timezone
 
-from relay.smtp.policy import normal_client_ip
 from servers.models import SmtpCredential
 from smtpadmin import throttle
-from smtpadmin.models import LoginThrottle
 
 SUCCESS = "235 2.7.0 Authentication successful"
 INVALID = "535 5.7.8 Authentication credentials invalid"
 LOCKED = "454 4.7.0 Temporarily locked after repeated failed logins; try again later"
 SECONDS_PER_FAILURE = 1.0
 MAX_DELAY = 5.0
+SMTP = throttle.Scope.SMTP
 
 
 @dataclass(frozen=True)
@@ -41,23 +42,9 @@ class AuthOutcome:
     delay: float = 0.0  # seconds to wait before sending ``reply`` (failures only)
 
 
-def throttle_keys(username: str, client_ip: str) -> list[str]:
-    """The name's key and the client's: an IPv6 client is counted by its /64, since one
-    host usually has a whole /64 to pick addresses from."""
-    return [
-        f"smtp-user:{_printable(username).strip().lower()[:250]}",
-        f"smtp-addr:{_client(client_ip)}",
-    ]
-
-
-def _client(client_ip: str) -> str:
-    try:
-        address = ipaddress.ip_address(normal_client_ip(client_ip))
-    except ValueError:
-        return _printable(client_ip)[:250]
-    if address.version == 6:
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+def backoff_delay(username: str) -> float:
+    """Seconds to wait before checking a password for this name (the per-name back-off)."""
+    return throttle.name_delay(SMTP, username)
 
 
 def check_credentials(
@@ -66,20 +53,14 @@ def check_credentials(
     """Is this user name and password good for this virtual server, from this client?
 
     Good: enabled, right password, and the virtual server among the credential's (none
-    listed = all). Anything else is the same "535 5.7.8" answer. A locked name or address is
-    answered "454 4.7.0" without checking the password at all.
+    listed = all). Anything else is the same "535 5.7.8" answer. A locked pair of name and
+    client address is answered "454 4.7.0" without checking the password at all.
     """
-    keys = throttle_keys(username, client_ip)
-    now = timezone.now()
-    credential = _find(username)
-    # A lock written on the credential itself counts too: the console shows it.
-    if throttle.locked_for(keys) is not None or (
-        credential is not None
-        and credential.locked_until is not None
-        and credential.locked_until > now
-    ):
+    client = client_ip  # counted by /64 for IPv6 (smtpadmin.throttle.client_key)
+    if not throttle.reserve(SMTP, username, client):
         return AuthOutcome(ok=False, reply=LOCKED, delay=MAX_DELAY)
 
+    credential = _find(username)
     if credential is None:
         # The same work as for a real name, so the answer's timing tells nothing.
         check_password(_hashable(password), _dummy_hash(get_hasher("default").algorithm))
@@ -93,22 +74,23 @@ def check_credentials(
             and password == _hashable(password)
         )
     if allowed and credential is not None:
-        throttle.clear(keys)
+        throttle.succeeded(SMTP, username, client)
         SmtpCredential.objects.filter(pk=credential.pk).update(
-            last_used_at=now, failed_logins=0, locked_until=None
+            last_used_at=timezone.now(),
+            failed_logins=throttle.name_failures(SMTP, username),
+            locked_until=throttle.latest_lock(SMTP, username),
         )
         return AuthOutcome(ok=True, reply=SUCCESS, username=credential.username)
 
-    throttle.record_failure(keys)
-    rows = {row.key: row for row in LoginThrottle.objects.filter(key__in=keys)}
-    name_row = rows.get(keys[0])
-    if credential is not None and name_row is not None:
+    failure = throttle.failed(SMTP, username, client)
+    if credential is not None:
         SmtpCredential.objects.filter(pk=credential.pk).update(
-            failed_logins=name_row.failures, locked_until=name_row.locked_until
+            failed_logins=failure.name_failures, locked_until=throttle.latest_lock(SMTP, username)
         )
-    failures = max((row.failures for row in rows.values()), default=1)
     return AuthOutcome(
-        ok=False, reply=INVALID, delay=min(failures * SECONDS_PER_FAILURE, MAX_DELAY)
+        ok=False,
+        reply=INVALID,
+        delay=min(max(failure.pair_failures, 1) * SECONDS_PER_FAILURE, MAX_DELAY),
     )
 
 

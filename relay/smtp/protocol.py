@@ -33,7 +33,7 @@ from relay.intake import Envelope as IntakeEnvelope
 from relay.intake import accept, record_rejected
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
-from relay.smtp.auth import check_credentials
+from relay.smtp.auth import backoff_delay, check_credentials
 from relay.smtp.config import ListenerConfig
 
 if TYPE_CHECKING:
@@ -442,6 +442,10 @@ class RelaySMTP(SMTP):
         # Undecodable bytes stay as surrogates: counted and slowed down, and they match nothing.
         username = login.decode("utf-8", errors="surrogateescape")
         secret = password.decode("utf-8", errors="surrogateescape")
+        # The name's back-off is waited here, not in a database thread the relay needs.
+        pause = await self.runtime.run(backoff_delay, username)
+        if pause:
+            await asyncio.sleep(pause)
         outcome = await self.runtime.run(
             check_credentials,
             username,

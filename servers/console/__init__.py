@@ -76,6 +76,11 @@ urlpatterns = [
         name="smtp-credential",
     ),
     path(
+        "smtp-credentials/<int:pk>/unlock/",
+        security.SmtpCredentialUnlock.as_view(),
+        name="smtp-credential-unlock",
+    ),
+    path(
         "smtp-credentials/<int:pk>/delete/",
         security.SmtpCredentialDelete.as_view(),
         name="smtp-credential-delete",

@@ -7,15 +7,21 @@ from functools import cached_property
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.views import View
 
-from servers.console.common import yes_no
+from servers.console.common import safe_next, yes_no
 from servers.models import Certificate, SmtpCredential, VirtualServer
+from smtpadmin import throttle
+from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.navigation import SelectsNode
+from smtpadmin.roles import Role
 from smtpadmin.sheets import LinesField, PropertySheet, SheetForm, Tab
 
 
@@ -114,15 +120,19 @@ class SmtpCredentialSheet(SelectsNode, PropertySheet):
             return []
         return [
             ("Last used", self.credential.last_used_at or "never"),
-            ("Failed logins", self.credential.failed_logins),
+            ("Failed logins (15 minutes)", self.credential.failed_logins),
             ("Locked until", self.credential.locked_until),
+            ("Login locks", throttle.describe(self.credential.login_locks()) or "none"),
         ]
 
     def actions(self) -> list[Action]:
         if self.credential is None:
             return []
+        pk = self.credential.pk
+        unlock = [Action("Unlock", reverse("servers:smtp-credential-unlock", args=[pk]), "post")]
         return [
-            Action("Delete", reverse("servers:smtp-credential-delete", args=[self.credential.pk]))
+            *(unlock if self.role >= Role.FULL else []),
+            Action("Delete", reverse("servers:smtp-credential-delete", args=[pk])),
         ]
 
     def sheet_context(self, form: Any) -> dict[str, Any]:
@@ -131,6 +141,20 @@ class SmtpCredentialSheet(SelectsNode, PropertySheet):
             f"{self.credential} Properties" if self.credential else "New SMTP Credential"
         )
         return context
+
+
+class SmtpCredentialUnlock(RoleRequiredMixin, View):
+    """Lift a credential's AUTH locks (POST only, Full Administrators, audited)."""
+
+    http_method_names = ["post"]
+    write_role = Role.FULL
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        credential = get_object_or_404(SmtpCredential, pk=pk)
+        locked = credential.unlock(by=request.user)
+        plural = "" if locked == 1 else "es"
+        messages.success(request, f"{credential}: unlocked ({locked} locked address{plural}).")
+        return redirect(safe_next(request, reverse("servers:smtp-credential", args=[pk])))
 
 
 class SmtpCredentialDelete(SelectsNode, DeleteConfirm):

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from smtpadmin.validators import normalize_domain
@@ -51,10 +51,45 @@ class SmtpCredential(models.Model):
     def __str__(self) -> str:
         return self.username
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        if getattr(self, "_password_changed", False):
+            # A new password ends the lockout: the guesses were made against the old one.
+            self._password_changed = False
+            self._forget_failures()
+
     def set_password(self, raw_password: str) -> None:
         if not raw_password:
             raise ValidationError({"password": "Enter a password."})
         self.password_hash = make_password(raw_password)
+        self._password_changed = True
+
+    def _forget_failures(self) -> int:
+        from smtpadmin import throttle
+
+        locked = throttle.unlock(throttle.Scope.SMTP, self.username)
+        SmtpCredential.objects.filter(pk=self.pk).update(failed_logins=0, locked_until=None)
+        self.failed_logins, self.locked_until = 0, None
+        return locked
+
+    def login_locks(self) -> list[Any]:
+        """The client addresses whose failed logins count against this name (LoginThrottle)."""
+        from smtpadmin import throttle
+
+        return throttle.locks(throttle.Scope.SMTP, self.username)
+
+    def unlock(self, by: Any = None) -> int:
+        """Lift every lock and forget the failed logins of this name; audited. Returns how
+        many client addresses were locked."""
+        from smtpadmin.audit import record_action
+
+        with transaction.atomic():
+            before = self.failed_logins
+            locked = self._forget_failures()
+            record_action(
+                by, self, "login lock", f"{locked} locked, {before} failed logins", "unlocked"
+            )
+        return locked
 
     def check_password(self, raw_password: str) -> bool:
         return bool(self.password_hash) and check_password(raw_password, self.password_hash)

@@ -1,5 +1,6 @@
 """SMTP AUTH against the SMTP credentials: the outcome, the same answer (and the same work)
-for an unknown name as for a wrong password, and lockout per name and per client address."""
+for an unknown name as for a wrong password, lockout per (name, client address) pair and the
+per-name back-off that never keeps the right password out."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from relay.smtp.auth import (
     LOCKED,
     SUCCESS,
     AuthOutcome,
+    backoff_delay,
     check_credentials,
-    throttle_keys,
 )
 from servers.models import RoutingGroup, Server, SmtpCredential, VirtualServer
+from smtpadmin import throttle
 from smtpadmin.models import LoginThrottle
 
 pytestmark = pytest.mark.django_db
@@ -211,7 +213,7 @@ def test_the_delay_grows_with_failures_up_to_a_cap(vs: VirtualServer) -> None:
     assert delays == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def test_five_failures_lock_the_credential_even_against_the_right_password(
+def test_five_failures_lock_the_name_from_that_address_even_against_the_right_password(
     vs: VirtualServer, counting_hasher: type[CountingHasher]
 ) -> None:
     credential = make_credential()
@@ -224,22 +226,44 @@ def test_five_failures_lock_the_credential_even_against_the_right_password(
     assert outcome.reply == (
         "454 4.7.0 Temporarily locked after repeated failed logins; try again later"
     )
-    assert len(counting_hasher.checks) == checks  # a locked name costs no hashing
+    assert len(counting_hasher.checks) == checks  # a locked pair costs no hashing
     credential.refresh_from_db()
     assert credential.failed_logins == 5
     assert credential.locked_until is not None and credential.locked_until > timezone.now()
 
 
+def test_a_locked_name_still_logs_in_from_another_address(vs: VirtualServer) -> None:
+    make_credential()
+    fail_times(vs, 5, ip=CLIENT)
+    assert login(vs, ip=CLIENT).reply == LOCKED
+
+    assert login(vs, ip="198.51.100.7").ok
+
+
+def test_a_locked_address_still_logs_in_with_other_names(vs: VirtualServer) -> None:
+    make_credential("alice")
+    make_credential("bob")
+    fail_times(vs, 5, username="alice")
+
+    assert login(vs, "bob").ok
+
+
+def test_failures_for_many_names_from_one_address_lock_none_of_them(vs: VirtualServer) -> None:
+    make_credential()
+    for name in ("a", "b", "c", "d", "e", "f"):
+        fail_times(vs, 1, username=name)
+
+    assert login(vs, ip=CLIENT).ok
+
+
 def test_the_lock_is_released_after_the_lock_time(vs: VirtualServer) -> None:
-    credential = make_credential()
+    make_credential()
     fail_times(vs, 5)
     assert login(vs).reply == LOCKED
 
     move_clock_past_the_lock()
 
     assert login(vs).ok
-    credential.refresh_from_db()
-    assert credential.failed_logins == 0 and credential.locked_until is None
 
 
 def test_four_failures_do_not_lock(vs: VirtualServer) -> None:
@@ -249,7 +273,7 @@ def test_four_failures_do_not_lock(vs: VirtualServer) -> None:
     assert login(vs).ok
 
 
-def test_a_success_forgets_earlier_failures(vs: VirtualServer) -> None:
+def test_a_success_forgets_earlier_failures_of_that_address(vs: VirtualServer) -> None:
     make_credential()
     fail_times(vs, 4)
     assert login(vs).ok
@@ -273,47 +297,81 @@ def test_an_unknown_name_is_locked_exactly_like_a_known_one(vs: VirtualServer) -
     assert login(vs, "ghost", "anything", ip="198.51.100.1").reply == LOCKED
 
 
-def test_a_client_address_is_locked_after_five_failures_whatever_the_names(
+def test_a_name_under_attack_from_many_addresses_slows_down_but_lets_the_right_password_in(
+    vs: VirtualServer,
+) -> None:
+    credential = make_credential()
+    attackers = [f"198.51.100.{n}" for n in range(1, 5)]
+    for ip in attackers:
+        fail_times(vs, 5, ip=ip)
+        assert login(vs, ip=ip).reply == LOCKED
+
+    pause = backoff_delay("alice")
+
+    assert 0 < pause <= throttle.NAME_BACKOFF_MAX == 3.0
+    assert login(vs, ip="192.0.2.44").ok
+    credential.refresh_from_db()
+    assert credential.failed_logins == 20  # the name's failures, shown in the console
+
+
+def test_the_name_back_off_starts_after_ten_failures_and_is_capped() -> None:
+    delays = []
+    for n in range(14):
+        delays.append(backoff_delay("carol"))
+        throttle.reserve(throttle.Scope.SMTP, "carol", f"198.51.100.{n}")
+        throttle.failed(throttle.Scope.SMTP, "carol", f"198.51.100.{n}")
+
+    assert delays == [0.0] * 10 + [1.0, 2.0, 3.0, 3.0]
+
+
+def test_an_unknown_name_is_slowed_down_exactly_like_a_known_one(vs: VirtualServer) -> None:
+    make_credential()
+    for n in range(12):
+        login(vs, "alice", "wrong", ip=f"198.51.100.{n}")
+        login(vs, "ghost", "wrong", ip=f"198.51.100.{n}")
+
+    assert backoff_delay("alice") == backoff_delay("ghost") > 0
+
+
+def test_the_lock_shown_on_the_credential_does_not_lock_other_addresses(
     vs: VirtualServer,
 ) -> None:
     make_credential()
-    for name in ("a", "b", "c", "d", "e"):
-        fail_times(vs, 1, username=name)
-
-    assert login(vs, ip=CLIENT).reply == LOCKED
-    assert login(vs, ip="198.51.100.2").ok  # the credential itself is not locked
-
-
-def test_a_lock_on_one_name_does_not_lock_another(vs: VirtualServer) -> None:
-    make_credential("alice")
-    make_credential("bob")
-    for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"):
-        fail_times(vs, 1, username="alice", ip=ip)
-
-    assert login(vs, "alice", ip="198.51.100.6").reply == LOCKED
-    assert login(vs, "bob", ip="198.51.100.6").ok
-
-
-def test_a_lock_written_on_the_credential_is_honoured(vs: VirtualServer) -> None:
-    make_credential()
     SmtpCredential.objects.update(locked_until=timezone.now() + timedelta(minutes=5))
 
+    assert login(vs).ok
+
+
+def test_a_new_password_unlocks_the_name(vs: VirtualServer) -> None:
+    credential = make_credential()
+    fail_times(vs, 5)
     assert login(vs).reply == LOCKED
 
+    credential.set_password("another-Passw0rd")
+    credential.save()
 
-def test_throttle_keys_are_separate_from_the_console_logins() -> None:
-    assert throttle_keys("Alice", CLIENT) == ["smtp-user:alice", f"smtp-addr:{CLIENT}"]
+    assert login(vs, password="another-Passw0rd").ok
+    credential.refresh_from_db()
+    assert credential.failed_logins == 0 and credential.locked_until is None
 
 
 def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_client_as_ipv4() -> None:
-    assert throttle_keys("a", "2001:db8:1:2:aaaa::1")[1] == "smtp-addr:2001:db8:1:2::/64"
-    assert throttle_keys("a", "::ffff:203.0.113.9")[1] == "smtp-addr:203.0.113.9"
+    assert throttle.client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert throttle.client_key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert throttle.client_key("fe80::1%eth0") == "fe80::/64"
 
 
 def test_another_address_of_the_same_ipv6_64_is_still_locked(vs: VirtualServer) -> None:
     make_credential()
     for n in range(5):
-        fail_times(vs, 1, username=f"user{n}", ip=f"2001:db8:1:2::{n + 1}")
+        fail_times(vs, 1, ip=f"2001:db8:1:2::{n + 1}")
 
     assert login(vs, ip="2001:db8:1:2::ff").reply == LOCKED
     assert login(vs, ip="2001:db8:1:3::1").ok
+
+
+def test_a_mapped_ipv4_client_shares_the_lock_of_its_ipv4_address(vs: VirtualServer) -> None:
+    make_credential()
+    fail_times(vs, 5, ip="203.0.113.9")
+
+    assert login(vs, ip="::ffff:203.0.113.9").reply == LOCKED

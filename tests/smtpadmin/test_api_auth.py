@@ -99,7 +99,7 @@ def test_an_inactive_user_gets_no_token(administrator: User) -> None:
     assert _token("adam-admin", PASSWORD).status_code == 400
 
 
-def test_guessing_passwords_locks_the_name_out_even_for_the_right_password(
+def test_guessing_passwords_locks_the_name_from_that_address_even_for_the_right_password(
     administrator: User,
 ) -> None:
     answers = [_token("adam-admin", f"guess {i}").status_code for i in range(5)]

@@ -105,6 +105,37 @@ def test_it_creates_other_users_in_the_role_asked_for() -> None:
     assert role_of(User.objects.get(username="adam")) is Role.ADMINISTRATOR
 
 
+def test_other_users_never_get_the_administrators_password_from_the_environment(
+    settings: Any,
+) -> None:
+    settings.SMTPADMIN_ADMIN_PASSWORD = STRONG
+    run("createadmin")
+
+    output = run("createadmin", "--username", "vera", "--role", "view_only")
+
+    vera = User.objects.get(username="vera")
+    assert not vera.check_password(STRONG)
+    match = re.search(r"Password for 'vera': (\S+)", output)
+    assert match, output
+    assert vera.check_password(match.group(1))
+    assert "SMTPADMIN_ADMIN_PASSWORD" not in output.split("Password for")[0]
+
+
+def test_reset_password_of_another_user_generates_one_despite_the_environment(
+    settings: Any,
+) -> None:
+    run("createadmin", "--username", "adam", "--role", "administrator", "--password", STRONG)
+    settings.SMTPADMIN_ADMIN_PASSWORD = "the-admins-own-passphrase-1"
+
+    output = run("createadmin", "--username", "adam", "--reset-password")
+
+    adam = User.objects.get(username="adam")
+    assert not adam.check_password("the-admins-own-passphrase-1")
+    match = re.search(r"Password for 'adam': (\S+)", output)
+    assert match, output
+    assert adam.check_password(match.group(1))
+
+
 def test_it_prints_the_api_token_when_asked() -> None:
     output = run("createadmin", "--password", STRONG, "--print-token")
 

@@ -2,6 +2,8 @@
 
 ``make run`` and the docker-compose web service call this on every start, so it must be safe to
 repeat: an existing user keeps the password an administrator may have changed since.
+``SMTPADMIN_ADMIN_PASSWORD`` is the password of ``admin`` only: any other user created with it
+would log in with the Full Administrator's password.
 """
 
 from __future__ import annotations
@@ -17,31 +19,33 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from smtpadmin import throttle
 from smtpadmin.roles import ROLE_SLUGS, Role, ensure_groups, role_from_slug, set_role
 
+ADMIN_USERNAME = "admin"
 ROLE_CHOICES = [ROLE_SLUGS[r] for r in (Role.FULL, Role.ADMINISTRATOR, Role.VIEW_ONLY)]
 
 
 class Command(BaseCommand):
     help = (
         "Create a console user (default: the Full Administrator 'admin'), or ensure an existing "
-        "one has its role. The password comes from --password, else SMTPADMIN_ADMIN_PASSWORD, "
-        "else one is generated and printed once. An existing user keeps its password unless "
-        "--password or --reset-password is given."
+        "one has its role. The password comes from --password, else (for 'admin' only) "
+        "SMTPADMIN_ADMIN_PASSWORD, else one is generated and printed once. An existing user "
+        "keeps its password unless --password or --reset-password is given."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--username", default="admin", help="Default: admin.")
+        parser.add_argument("--username", default=ADMIN_USERNAME, help="Default: admin.")
         parser.add_argument(
             "--password",
-            help="The password to set (also for an existing user). Prefer "
+            help="The password to set (also for an existing user). For 'admin', prefer "
             "SMTPADMIN_ADMIN_PASSWORD: command lines are visible to other local users.",
         )
         parser.add_argument(
             "--reset-password",
             action="store_true",
-            help="Give an existing user a new password (from SMTPADMIN_ADMIN_PASSWORD or "
-            "generated) instead of keeping the current one.",
+            help="Give an existing user a new password (generated, or for 'admin' from "
+            "SMTPADMIN_ADMIN_PASSWORD) instead of keeping the current one.",
         )
         parser.add_argument(
             "--role",
@@ -73,10 +77,12 @@ class Command(BaseCommand):
                 user = User(username=username)
             password, source = None, ""
             if created or explicit is not None or options["reset_password"]:
-                password, source = self._choose_password(explicit)
+                password, source = self._choose_password(explicit, username)
                 self._validate(password, user, source)
                 user.set_password(password)
             user.save()
+            if password is not None:
+                throttle.unlock(throttle.Scope.CONSOLE, username)
             set_role(user, role)
             token, _ = Token.objects.get_or_create(user=user)
 
@@ -89,8 +95,12 @@ class Command(BaseCommand):
         elif source == "generated":
             self.stdout.write(
                 f"Password for '{username}': {password}\n"
-                "It is shown only this once; change it after the first login, or set "
-                "SMTPADMIN_ADMIN_PASSWORD before the first start."
+                "It is shown only this once; change it after the first login"
+                + (
+                    ", or set SMTPADMIN_ADMIN_PASSWORD before the first start."
+                    if username == ADMIN_USERNAME
+                    else "."
+                )
             )
         else:
             self.stdout.write(f"Password set from {source}.")
@@ -99,10 +109,10 @@ class Command(BaseCommand):
         if options["print_token"]:
             self.stdout.write(f"API token for '{username}': {token.key}")
 
-    def _choose_password(self, explicit: str | None) -> tuple[str, str]:
+    def _choose_password(self, explicit: str | None, username: str) -> tuple[str, str]:
         if explicit is not None:
             return explicit, "--password"
-        if settings.SMTPADMIN_ADMIN_PASSWORD:
+        if username == ADMIN_USERNAME and settings.SMTPADMIN_ADMIN_PASSWORD:
             return settings.SMTPADMIN_ADMIN_PASSWORD, "SMTPADMIN_ADMIN_PASSWORD"
         return secrets.token_urlsafe(12), "generated"
 
