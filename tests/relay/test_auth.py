@@ -5,10 +5,9 @@ per-name back-off that never keeps the right password out."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from django.contrib.auth.hashers import MD5PasswordHasher
 from django.utils import timezone
 
 from relay.smtp.auth import (
@@ -22,6 +21,7 @@ from relay.smtp.auth import (
 from servers.models import RoutingGroup, Server, SmtpCredential, VirtualServer
 from smtpadmin import throttle
 from smtpadmin.models import LoginThrottle
+from tests.counting_hasher import HASHER, CountingHasher
 
 pytestmark = pytest.mark.django_db
 
@@ -29,22 +29,10 @@ PASSWORD = "s3cret-Passw0rd"
 CLIENT = "203.0.113.9"
 
 
-class CountingHasher(MD5PasswordHasher):
-    """A real (fast) hasher that counts password checks: the proof that an unknown name costs
-    the same hashing as a known one."""
-
-    algorithm = "counting_md5"
-    checks: ClassVar[list[str]] = []
-
-    def verify(self, password: str, encoded: str) -> bool:
-        CountingHasher.checks.append(encoded)
-        return super().verify(password, encoded)
-
-
 @pytest.fixture(autouse=True)
 def counting_hasher(settings: Any) -> type[CountingHasher]:
-    settings.PASSWORD_HASHERS = ["tests.relay.test_auth.CountingHasher"]
-    CountingHasher.checks.clear()
+    settings.PASSWORD_HASHERS = [HASHER]
+    CountingHasher.reset()
     return CountingHasher
 
 
