@@ -9,6 +9,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -22,6 +24,17 @@ def lock_message(remaining: timedelta) -> str:
     minutes = max(1, int(remaining.total_seconds() // 60) + 1)
     unit = "minute" if minutes == 1 else "minutes"
     return f"Too many failed logins. Try again in {minutes} {unit}."
+
+
+class LockedOutForm(AuthenticationForm):
+    """The login form for a locked pair: it says so, and never checks the password."""
+
+    def __init__(self, *args: Any, message: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.message = message
+
+    def clean(self) -> dict[str, Any]:
+        raise ValidationError(self.message, code="locked")
 
 
 class LoginView(auth_views.LoginView):
@@ -40,9 +53,7 @@ class LoginView(auth_views.LoginView):
             time.sleep(pause)
         if not throttle.reserve(CONSOLE, username, client):
             remaining = throttle.locked_for(CONSOLE, username, client) or throttle.LOCKOUT
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, lock_message(remaining))
+            form = LockedOutForm(self.request, data=request.POST, message=lock_message(remaining))
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().post(request, *args, **kwargs)
 

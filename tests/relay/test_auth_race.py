@@ -43,9 +43,7 @@ def auth_plain(port: int, username: str, password: str) -> int:
 
 def guess_in_parallel(port: int, username: str) -> list[int]:
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = [
-            pool.submit(auth_plain, port, username, f"guess-{n}") for n in range(PARALLEL)
-        ]
+        futures = [pool.submit(auth_plain, port, username, f"guess-{n}") for n in range(PARALLEL)]
         return [future.result() for future in futures]
 
 
