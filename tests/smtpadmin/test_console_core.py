@@ -68,7 +68,8 @@ def test_a_success_before_the_limit_resets_the_count_of_that_address(full_admin:
     client = Client()
     for _ in range(throttle.MAX_FAILURES - 1):
         client.post("/login/", {"username": full_admin.username, "password": "guess"})
-    assert client.post("/login/", {"username": full_admin.username, "password": PASSWORD})
+    good = client.post("/login/", {"username": full_admin.username, "password": PASSWORD})
+    assert good.status_code == 302
     client = Client()
     for _ in range(throttle.MAX_FAILURES - 1):
         client.post("/login/", {"username": full_admin.username, "password": "guess"})

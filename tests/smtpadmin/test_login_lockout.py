@@ -118,6 +118,8 @@ def test_the_name_back_off_waits_before_the_password_is_checked(
     full_admin: User, slept: list[float], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.PASSWORD_HASHERS = [HASHER]
+    full_admin.set_password(PASSWORD)
+    full_admin.save()
     for n in range(1, 3):
         fail(full_admin.username, f"198.51.100.{n}")
     CountingHasher.reset()
@@ -131,6 +133,7 @@ def test_the_name_back_off_waits_before_the_password_is_checked(
     console_login(browser("192.0.2.77"), full_admin.username, "wrong")
 
     assert waits_seen == [0]  # the wait came before any password check
+    assert CountingHasher.checks == [full_admin.password]
 
 
 def test_the_api_token_locks_the_pair_only(administrator: User) -> None:
