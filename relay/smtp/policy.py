@@ -158,12 +158,26 @@ def connection_decision(
     return None
 
 
-def connection_limit_reply(open_connections: int, config: ListenerConfig) -> Reply | None:
-    """``open_connections``: the sessions already open, not counting this one."""
+def connection_limit_reply(
+    open_connections: int,
+    config: ListenerConfig,
+    *,
+    client_ip: str = "",
+    from_client: int = 0,
+) -> Reply | None:
+    """``open_connections``: the sessions admitted and still open, not counting this one;
+    ``from_client``: those of them from ``client_ip``. Sessions being refused do not count."""
     limit = config.connection_limit
     if limit is not None and open_connections >= limit:
         return Reply(
             421, f"4.4.5 Too many connections to this virtual server (limit {limit}); try later"
+        )
+    per_client = config.connection_limit_per_client
+    if per_client and from_client >= per_client:
+        return Reply(
+            421,
+            f"4.7.0 Too many connections from {echo(client_ip)} (limit {per_client} per client "
+            "address); close some or try later",
         )
     return None
 

@@ -129,12 +129,20 @@ class RelaySMTP(SMTP):
 
     async def admission(self) -> Reply | None:
         """Whether this client may talk to us at all; looks up DNS only when needed."""
-        listener, config, organization = self.listener, self.config, self.organization
+        listener = self.listener
         if listener.paused:
             return policy.PAUSED
-        limited = policy.connection_limit_reply(listener.open_sessions(self), config)
+        limited = listener.take_slot(self)
         if limited is not None:
             return limited
+        refusal = await self.admission_checks()
+        if refusal is not None:
+            listener.release_slot(self)  # a refused session holds no slot while it says goodbye
+        return refusal
+
+    async def admission_checks(self) -> Reply | None:
+        """Connection control, global lists and block lists, for a session within the limits."""
+        config, organization = self.config, self.organization
         resolver = None
         if policy.needs_reverse_dns(config, organization):
             resolver = self.runtime.resolver(config.external_dns_servers)

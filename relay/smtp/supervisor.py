@@ -13,6 +13,7 @@ local deliveries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import logging
@@ -27,6 +28,8 @@ from django.utils import timezone
 
 from connectors.snapshot import Topology
 from relay.local import deliver_due_local, deliver_local
+from relay.smtp import policy
+from relay.smtp.addresses import Reply
 from relay.smtp.config import ListenerConfig
 from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
@@ -53,6 +56,10 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.bound: tuple[str | None, int] | None = None
         self.sessions: dict[RelaySMTP, str] = {}
+        # The sessions holding a connection slot (admitted, or past the limits and still
+        # being checked), and how many of them each client address holds.
+        self.slots: set[RelaySMTP] = set()
+        self.slots_by_client: collections.Counter[str] = collections.Counter()
         self.tls_context: ssl.SSLContext | None = None
         self.protocol_log: ProtocolLog | None = None
         self.topology: Topology | None = None  # refreshed every pass
@@ -66,13 +73,42 @@ class Listener:
         return self.config.desired_state == VirtualServer.DesiredState.PAUSED
 
     def open_sessions(self, asking: RelaySMTP) -> int:
-        """The sessions open besides ``asking`` (registered already when it asks)."""
-        return len(self.sessions) - (asking in self.sessions)
+        """The sessions holding a slot besides ``asking``: a session being refused holds none."""
+        return len(self.slots) - (asking in self.slots)
+
+    def take_slot(self, session: RelaySMTP) -> Reply | None:
+        """Count ``session`` against the connection limits, or say why it may not connect.
+        Check and count happen in one step on the loop, so a burst cannot overshoot."""
+        if session in self.slots:
+            return None
+        client = session.client_address
+        refusal = policy.connection_limit_reply(
+            len(self.slots),
+            session.config,
+            client_ip=client,
+            from_client=self.slots_by_client[client],
+        )
+        # A session already gone (unregistered) must not take a slot nobody would give back.
+        if refusal is None and session in self.sessions:
+            self.slots.add(session)
+            self.slots_by_client[client] += 1
+        return refusal
+
+    def release_slot(self, session: RelaySMTP) -> None:
+        """Give back the slot ``session`` holds; nothing when it holds none."""
+        if session not in self.slots:
+            return
+        self.slots.discard(session)
+        client = session.client_address
+        self.slots_by_client[client] -= 1
+        if self.slots_by_client[client] <= 0:
+            del self.slots_by_client[client]
 
     def register(self, session: RelaySMTP) -> None:
         self.sessions[session] = self.supervisor.new_session_key()
 
     def unregister(self, session: RelaySMTP) -> None:
+        self.release_slot(session)
         self.sessions.pop(session, None)
 
     def local_address(self, transport: Any) -> str:
