@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.utils import timezone
 
@@ -43,6 +43,7 @@ log = logging.getLogger("relay.smtp")
 
 BIND_RETRY_SECONDS = 10.0
 LOCAL_SWEEP_SECONDS = 5.0
+T = TypeVar("T")
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 
 
@@ -117,8 +118,8 @@ class Listener:
         name = transport.get_extra_info("sockname") or ("-",)
         return str(name[0])
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
-        self.supervisor.background(work)
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return self.supervisor.background(work)
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
         self.supervisor.deliver_local_soon(entry_ids)
@@ -256,10 +257,12 @@ class Supervisor:
         self.session_counter += 1
         return f"{self.runtime.worker}/{self.session_counter}"
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run ``work`` on the loop; stopping waits for it (a grace period at most)."""
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         self.tasks.discard(task)
