@@ -73,10 +73,6 @@ class Listener:
     def paused(self) -> bool:
         return self.config.desired_state == VirtualServer.DesiredState.PAUSED
 
-    def open_sessions(self, asking: RelaySMTP) -> int:
-        """The sessions holding a slot besides ``asking``: a session being refused holds none."""
-        return len(self.slots) - (asking in self.slots)
-
     def take_slot(self, session: RelaySMTP) -> Reply | None:
         """Count ``session`` against the connection limits, or say why it may not connect.
         Check and count happen in one step on the loop, so a burst cannot overshoot."""
