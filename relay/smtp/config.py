@@ -26,6 +26,7 @@ class ListenerConfig:
     desired_state: str = "running"  # running / stopped / paused
     # General
     connection_limit: int | None = None  # None = unlimited
+    connection_limit_per_client: int | None = 20  # None = unlimited
     connection_timeout: float = 600.0  # seconds
     logging_enabled: bool = False
     apply_sender_filter: bool = False

@@ -49,6 +49,7 @@ def listener_config(vs: VirtualServer) -> ListenerConfig:
         port=vs.port,
         desired_state=vs.desired_state,
         connection_limit=vs.connection_limit,
+        connection_limit_per_client=vs.connection_limit_per_client or None,
         connection_timeout=float(vs.connection_timeout_minutes * 60),
         logging_enabled=vs.logging_enabled,
         apply_sender_filter=vs.apply_sender_filter,

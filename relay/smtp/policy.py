@@ -88,7 +88,25 @@ def _who(ip: str, name: str | None) -> str:
 
 def _listed(entries: Iterable[str], ip: str, name: str | None) -> bool:
     # An unknown reverse DNS name (None or "") matches no domain entry.
-    return host_list_matches(list(entries), normal_client_ip(ip), name or None)
+    return host_list_matches([_ipv4_form(e) for e in entries], normal_client_ip(ip), name or None)
+
+
+def _ipv4_form(entry: str) -> str:
+    """An entry written as IPv4-mapped IPv6 (``::ffff:192.0.2.1``, ``::ffff:0:0/96``) in its
+    IPv4 form: the client is compared as IPv4, and "all except ::ffff:192.0.2.1" must still
+    exclude 192.0.2.1. Other entries unchanged."""
+    try:
+        network = ipaddress.ip_network(entry.strip(), strict=False)
+    except ValueError:
+        return entry  # a domain (or garbage, which the list's own parser reports)
+    mapped = network.network_address
+    if (
+        isinstance(mapped, ipaddress.IPv6Address)
+        and mapped.ipv4_mapped is not None
+        and network.prefixlen >= 96
+    ):
+        return f"{mapped.ipv4_mapped}/{network.prefixlen - 96}"
+    return entry
 
 
 def needs_reverse_dns(config: ListenerConfig, org: OrganizationPolicy) -> bool:
@@ -158,12 +176,26 @@ def connection_decision(
     return None
 
 
-def connection_limit_reply(open_connections: int, config: ListenerConfig) -> Reply | None:
-    """``open_connections``: the sessions already open, not counting this one."""
+def connection_limit_reply(
+    open_connections: int,
+    config: ListenerConfig,
+    *,
+    client_ip: str = "",
+    from_client: int = 0,
+) -> Reply | None:
+    """``open_connections``: the sessions admitted and still open, not counting this one;
+    ``from_client``: those of them from ``client_ip``. Sessions being refused do not count."""
     limit = config.connection_limit
     if limit is not None and open_connections >= limit:
         return Reply(
             421, f"4.4.5 Too many connections to this virtual server (limit {limit}); try later"
+        )
+    per_client = config.connection_limit_per_client
+    if per_client and from_client >= per_client:
+        return Reply(
+            421,
+            f"4.7.0 Too many connections from {echo(client_ip)} (limit {per_client} per client "
+            "address); close some or try later",
         )
     return None
 

@@ -27,10 +27,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from django.utils import timezone
 
 from relay.dns import dnsbl_listing, reverse_name
 from relay.intake import Envelope as IntakeEnvelope
-from relay.intake import accept, record_rejected
+from relay.intake import accept
+from relay.queue.tracking import RefusalReport, RefusalTally, record_refusals
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import backoff_delay, check_credentials
@@ -100,6 +102,11 @@ class RelaySMTP(SMTP):
         self.command = ""
         self.command_started = 0.0
         self.bytes_in = 0
+        # Refusals are one tracking event per session, written at the first and brought up
+        # to date when the session ends: refused junk cannot fill the database.
+        self.refusals = RefusalTally()
+        self.refusal_event: asyncio.Future[int | None] | None = None
+        self.refusals_written = 0
 
     # --- connection -----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -116,6 +123,7 @@ class RelaySMTP(SMTP):
         if self.registered:
             self.registered = False
             self.listener.unregister(self)
+            self.write_refusals()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -129,12 +137,20 @@ class RelaySMTP(SMTP):
 
     async def admission(self) -> Reply | None:
         """Whether this client may talk to us at all; looks up DNS only when needed."""
-        listener, config, organization = self.listener, self.config, self.organization
+        listener = self.listener
         if listener.paused:
             return policy.PAUSED
-        limited = policy.connection_limit_reply(listener.open_sessions(self), config)
+        limited = listener.take_slot(self)
         if limited is not None:
             return limited
+        refusal = await self.admission_checks()
+        if refusal is not None:
+            listener.release_slot(self)  # a refused session holds no slot while it says goodbye
+        return refusal
+
+    async def admission_checks(self) -> Reply | None:
+        """Connection control, global lists and block lists, for a session within the limits."""
+        config, organization = self.config, self.organization
         resolver = None
         if policy.needs_reverse_dns(config, organization):
             resolver = self.runtime.resolver(config.external_dns_servers)
@@ -391,17 +407,34 @@ class RelaySMTP(SMTP):
     def track_rejection(self, sender: str, recipient: str, reply: Reply) -> None:
         if not self.organization.message_tracking_enabled:
             return
-        self.listener.background(
-            self.runtime.run(
-                record_rejected,
-                virtual_server_id=self.config.id,
-                client_address=self.client_address,
-                sender=sender,
-                recipient=recipient,
-                reply=str(reply),
-                auth_user=self.login_name,
+        if self.refusals.add(sender, recipient, str(reply), timezone.now()):
+            self.write_refusals()
+
+    def write_refusals(self) -> None:
+        """Create the session's refusal event, or update it with what came since."""
+        report = self.refusals.report()
+        if report is None or report.refusals == self.refusals_written:
+            return
+        self.refusals_written = report.refusals
+        facts = {
+            "virtual_server_id": self.config.id,
+            "client_address": self.client_address,
+            "client_name": self.client_name or "",
+            "auth_user": self.login_name,
+        }
+        if self.refusal_event is None:
+            self.refusal_event = self.listener.background(
+                self.runtime.run(record_refusals, None, report, **facts)
             )
-        )
+        else:
+            self.listener.background(self._update_refusals(self.refusal_event, report, facts))
+
+    async def _update_refusals(
+        self, created: asyncio.Future[int | None], report: RefusalReport, facts: dict[str, Any]
+    ) -> None:
+        event_id = await created
+        if event_id is not None:
+            await self.runtime.run(record_refusals, event_id, report, **facts)
 
     # --- AUTH PLAIN / LOGIN: decoded here, checked in a thread -----------------------------
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:

@@ -13,6 +13,7 @@ local deliveries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import logging
@@ -21,12 +22,14 @@ import socket
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.utils import timezone
 
 from connectors.snapshot import Topology
 from relay.local import deliver_due_local, deliver_local
+from relay.smtp import policy
+from relay.smtp.addresses import Reply
 from relay.smtp.config import ListenerConfig
 from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
@@ -40,6 +43,7 @@ log = logging.getLogger("relay.smtp")
 
 BIND_RETRY_SECONDS = 10.0
 LOCAL_SWEEP_SECONDS = 5.0
+T = TypeVar("T")
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
 
 
@@ -53,6 +57,10 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.bound: tuple[str | None, int] | None = None
         self.sessions: dict[RelaySMTP, str] = {}
+        # The sessions holding a connection slot (admitted, or past the limits and still
+        # being checked), and how many of them each client address holds.
+        self.slots: set[RelaySMTP] = set()
+        self.slots_by_client: collections.Counter[str] = collections.Counter()
         self.tls_context: ssl.SSLContext | None = None
         self.protocol_log: ProtocolLog | None = None
         self.topology: Topology | None = None  # refreshed every pass
@@ -65,14 +73,39 @@ class Listener:
     def paused(self) -> bool:
         return self.config.desired_state == VirtualServer.DesiredState.PAUSED
 
-    def open_sessions(self, asking: RelaySMTP) -> int:
-        """The sessions open besides ``asking`` (registered already when it asks)."""
-        return len(self.sessions) - (asking in self.sessions)
+    def take_slot(self, session: RelaySMTP) -> Reply | None:
+        """Count ``session`` against the connection limits, or say why it may not connect.
+        Check and count happen in one step on the loop, so a burst cannot overshoot."""
+        if session in self.slots:
+            return None
+        client = session.client_address
+        refusal = policy.connection_limit_reply(
+            len(self.slots),
+            session.config,
+            client_ip=client,
+            from_client=self.slots_by_client[client],
+        )
+        # A session already gone (unregistered) must not take a slot nobody would give back.
+        if refusal is None and session in self.sessions:
+            self.slots.add(session)
+            self.slots_by_client[client] += 1
+        return refusal
+
+    def release_slot(self, session: RelaySMTP) -> None:
+        """Give back the slot ``session`` holds; nothing when it holds none."""
+        if session not in self.slots:
+            return
+        self.slots.discard(session)
+        client = session.client_address
+        self.slots_by_client[client] -= 1
+        if self.slots_by_client[client] <= 0:
+            del self.slots_by_client[client]
 
     def register(self, session: RelaySMTP) -> None:
         self.sessions[session] = self.supervisor.new_session_key()
 
     def unregister(self, session: RelaySMTP) -> None:
+        self.release_slot(session)
         self.sessions.pop(session, None)
 
     def local_address(self, transport: Any) -> str:
@@ -81,8 +114,8 @@ class Listener:
         name = transport.get_extra_info("sockname") or ("-",)
         return str(name[0])
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
-        self.supervisor.background(work)
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        return self.supervisor.background(work)
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
         self.supervisor.deliver_local_soon(entry_ids)
@@ -220,10 +253,12 @@ class Supervisor:
         self.session_counter += 1
         return f"{self.runtime.worker}/{self.session_counter}"
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run ``work`` on the loop; stopping waits for it (a grace period at most)."""
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         self.tasks.discard(task)

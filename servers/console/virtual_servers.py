@@ -59,6 +59,7 @@ class VirtualServerForm(SheetForm):
         # ESM's wording where the model's field names are terse.
         labels = {
             "connection_limit": "Limit number of connections to",
+            "connection_limit_per_client": "Limit number of connections from one address to",
             "connection_timeout_minutes": "Connection time-out (minutes)",
             "apply_sender_filter": "Apply Sender Filter",
             "apply_recipient_filter": "Apply Recipient Filter",
@@ -135,6 +136,7 @@ class VirtualServerSheet(SelectsNode, PropertySheet):
                 "ip_address",
                 "port",
                 "connection_limit",
+                "connection_limit_per_client",
                 "connection_timeout_minutes",
                 "logging_enabled",
             ),

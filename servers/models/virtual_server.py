@@ -94,6 +94,15 @@ class VirtualServer(models.Model):
     connection_limit = models.PositiveIntegerField(
         null=True, blank=True, validators=LIMIT, help_text="Blank = unlimited"
     )
+    # So one client cannot take every slot of connection_limit; 0 or blank = unlimited.
+    connection_limit_per_client = models.PositiveIntegerField(
+        "Limit connections from one client address to",
+        null=True,
+        blank=True,
+        default=20,
+        validators=[MaxValueValidator(2_000_000_000)],
+        help_text="Blank or 0 = unlimited",
+    )
     connection_timeout_minutes = models.PositiveIntegerField(default=10, validators=MINUTES)
     logging_enabled = models.BooleanField("Enable protocol logging", default=False)
     apply_sender_filter = models.BooleanField(default=False)
