@@ -11,6 +11,7 @@ it) and records it instead of writing a second copy. Nothing is lost, nothing ar
 
 from __future__ import annotations
 
+import enum
 import errno
 import hashlib
 import os
@@ -18,7 +19,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -155,20 +156,22 @@ def ensure_maildir(path: Path) -> None:
         _fsync_directory(path.parent)
 
 
-def write_maildir(path: Path, data: bytes, name: str | None = None) -> Path:
+def write_maildir(path: Path, data: bytes, name: str | None = None, *, fresh: bool = False) -> Path:
     """Deliver ``data`` into the Maildir at ``path`` (created when missing) as ``name``
     (default: a new unique name); the file in new/, or the file an earlier attempt at ``name``
-    delivered (in new/ or cur/), which is not written again."""
+    delivered (in new/ or cur/), which is not written again. ``fresh``: no attempt at ``name``
+    ever began before, so there is nothing to look for (cur/ may hold many thousand files)."""
     ensure_maildir(path)
     if name is None:
         name = temporary_name = unique_name()
     else:
-        _discard_unfinished(path / "tmp", name)
-        found = find_delivered(path, name)
-        if found is not None:
-            # The attempt that linked it may have died before its directory reached the disk.
-            _fsync_directory(found.parent)
-            return found
+        if not fresh:
+            _discard_unfinished(path / "tmp", name)
+            found = find_delivered(path, name)
+            if found is not None:
+                # The attempt that linked it may have died before its directory was on disk.
+                _fsync_directory(found.parent)
+                return found
         # Each attempt writes a tmp/ file of its own: one that took over from a stalled
         # attempt must not link that attempt's half-written file.
         temporary_name = f"{name},T{os.getpid()}x{secrets.token_hex(4)}"
@@ -215,6 +218,29 @@ def maildir_bytes(content: bytes, *, sender: str, recipient: str) -> bytes:
 # --- delivering a queue entry ------------------------------------------------------------
 
 
+class Attempt(enum.Enum):
+    FIRST = "first"  # no attempt at the entry began before: none of its files can exist
+    AGAIN = "again"  # one did, and may have died after writing files but before recording
+
+
+def claim(entry_id: int, worker: str) -> Attempt | None:
+    """Take the lease on a due entry for ``lease_seconds()``, marking that an attempt began
+    (``last_attempt_at``, which nothing clears); None when it is not due or another worker
+    got there first (each UPDATE is conditional: of two workers, one changes the row)."""
+    now = timezone.now()
+    taken = {
+        "lease_owner": worker,
+        "lease_until": now + timedelta(seconds=lease_seconds()),
+        "last_attempt_at": now,
+    }
+    due = QueueEntry.objects.due(now).filter(pk=entry_id)
+    if due.filter(last_attempt_at__isnull=True).update(**taken):
+        return Attempt.FIRST
+    if due.update(**taken):
+        return Attempt.AGAIN
+    return None
+
+
 @dataclass
 class _Outcome:
     delivered: list[Recipient] = field(default_factory=list)
@@ -225,7 +251,7 @@ class _Outcome:
 
 
 def _deliver_files(
-    entry: QueueEntry, recipients: list[Recipient], drop: str, host: str
+    entry: QueueEntry, recipients: list[Recipient], drop: str, host: str, attempt: Attempt
 ) -> _Outcome:
     outcome = _Outcome()
     message = entry.message
@@ -250,6 +276,7 @@ def _deliver_files(
                 maildir_path(drop, address),
                 maildir_bytes(content, sender=message.sender, recipient=address),
                 maildir_name(message.received_at, message.queue_id, entry.pk, address, host),
+                fresh=attempt is Attempt.FIRST,
             )
         except OSError as exc:
             outcome.deferred.append(recipient)
@@ -265,18 +292,25 @@ def deliver_local(entry_id: int, worker: str) -> bool:
     """Deliver one due local queue entry; False when it was not ours to deliver (not due,
     frozen, not local, or another worker got there first). A file-system failure leaves the
     entry in Retry with the next attempt scheduled by the virtual server's retry intervals."""
-    if not QueueEntry.claim(entry_id, worker, seconds=lease_seconds()):
+    local = QueueEntry.objects.filter(
+        pk=entry_id, queue__kind=LinkQueue.Kind.LOCAL, queue__server__isnull=False
+    )
+    if not local.filter(queue__frozen=False).exists():
+        return False
+    attempt = claim(entry_id, worker)
+    if attempt is None:
         return False
     entry = QueueEntry.objects.select_related("queue__server", "message", "virtual_server").get(
         pk=entry_id
     )
     queue = entry.queue
-    if queue.kind != LinkQueue.Kind.LOCAL or queue.server is None or queue.frozen:
+    if queue.frozen or queue.server is None:  # frozen since we looked
         entry.leased_to(worker).update(lease_owner="", lease_until=None)
         return False
     recipients = list(entry.recipients.filter(state__in=Recipient.OPEN_STATES).order_by("pk"))
     server = queue.server
-    outcome = _deliver_files(entry, recipients, server.effective_drop_directory, server.name)
+    drop = server.effective_drop_directory
+    outcome = _deliver_files(entry, recipients, drop, server.name, attempt)
     _record(entry, worker, outcome, server.name)
     return True
 

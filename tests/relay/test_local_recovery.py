@@ -18,6 +18,7 @@ import relay.local
 from relay.intake import accept
 from relay.local import deliver_due_local, deliver_local, maildir_name, maildir_path, write_maildir
 from relay.models import Message, QueueEntry, Recipient, TrackingEvent
+from relay.queue.actions import freeze_message, unfreeze_message
 from tests.relay.test_intake import World, envelope, make_world
 
 pytestmark = pytest.mark.django_db
@@ -107,6 +108,41 @@ def test_a_file_a_reader_moved_to_cur_still_counts_as_delivered(
     assert entry.recipients.get().state == Recipient.State.DELIVERED
 
 
+def test_mail_frozen_after_the_relay_died_is_still_delivered_once_when_unfrozen(
+    world: World, monkeypatch: pytest.MonkeyPatch, full_admin: Any
+) -> None:
+    """Freezing clears the dead relay's lease: what tells the next attempt to look for the
+    file must outlive that."""
+    entry = queued_for_alice(world)
+    killed_before_recording(entry, monkeypatch)
+    message = Message.objects.get(pk=entry.message_id)
+    freeze_message(message, full_admin)
+    unfreeze_message(message, full_admin)
+    entry.refresh_from_db()
+    assert (entry.lease_until, entry.state) == (None, QueueEntry.State.READY)
+
+    assert deliver_local(entry.pk, SUCCESSOR) is True
+
+    assert len(files(world, "alice@smtpadmin.test")["new"]) == 1
+
+
+def test_a_first_attempt_does_not_search_the_mailbox_for_a_copy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of an entry no attempt began at can be on disk; cur/ may hold thousands."""
+    entry = queued_for_alice(world)
+
+    def searched(*args: Any) -> None:
+        raise AssertionError("a first attempt searched the Maildir")
+
+    monkeypatch.setattr(relay.local, "find_delivered", searched)
+    monkeypatch.setattr(relay.local, "_discard_unfinished", searched)
+
+    assert deliver_local(entry.pk, SUCCESSOR) is True
+
+    assert len(files(world, "alice@smtpadmin.test")["new"]) == 1
+
+
 def test_a_half_written_file_a_killed_attempt_left_in_tmp_is_replaced_never_delivered(
     world: World,
 ) -> None:
@@ -118,8 +154,14 @@ def test_a_half_written_file_a_killed_attempt_left_in_tmp_is_replaced_never_deli
     folder = maildir_path(world.drop, "alice@smtpadmin.test")
     for sub in ("tmp", "new", "cur"):
         (folder / sub).mkdir(parents=True)
-    # What a relay killed in the middle of the write leaves: part of the message, in tmp/.
-    (folder / "tmp" / name).write_bytes(b"Return-Path: <sender@outside.test>\nDeliv")
+    # What a relay killed in the middle of the write leaves: part of the message in tmp/, and
+    # its claim on the entry, expired.
+    (folder / "tmp" / f"{name},T4242x0badc0de").write_bytes(b"Return-Path: <sender@o")
+    QueueEntry.objects.filter(pk=entry.pk).update(
+        lease_owner=DEAD,
+        lease_until=timezone.now() - timedelta(seconds=1),
+        last_attempt_at=timezone.now() - timedelta(seconds=61),
+    )
 
     assert deliver_local(entry.pk, SUCCESSOR) is True
 
