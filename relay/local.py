@@ -6,7 +6,7 @@ then linked into ``new/`` (an atomic step: a reader sees the whole message or no
 directory entry is fsynced before we record the delivery. The file's name comes from the queue
 entry and the mailbox, the same on every attempt: when the relay dies between the file and the
 database row, the next attempt finds the file (in ``new/``, or in ``cur/`` where a reader moved
-it) and records it instead of writing a second copy. Nothing is lost, nothing arrives twice.
+it) and records it instead of writing a second copy. Nothing is lost.
 """
 
 from __future__ import annotations
