@@ -59,7 +59,7 @@ def check_private_files(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     targets = " ".join(shlex.quote(str(p)) for p in [var_dir, *(p for p in outside if p in found)])
     return [
         Warning(
-            f"Files holding secrets or mail can be read by other users of this host: {listed}.",
+            f"Files or folders holding secrets or mail are open to other users: {listed}.",
             hint=f"Run: chmod -R go-rwx {targets} (files made from now on are private).",
             id="smtpadmin.W002",
         )

@@ -66,7 +66,8 @@ def exposed(
     not followed: their own mode means nothing."""
     found: list[Path] = []
     skip = {Path(p) for p in public}
-    stack: list[tuple[Path, bool]] = [(Path(p), False) for p in also]
+    # A stack, so the root's tree comes first, then ``also`` in its order.
+    stack: list[tuple[Path, bool]] = [(Path(p), False) for p in reversed(list(also))]
     stack.append((root, True))
     while stack and len(found) < limit:
         path, is_root = stack.pop()

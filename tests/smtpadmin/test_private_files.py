@@ -306,6 +306,25 @@ def test_static_files_may_stay_world_readable(var_dir: Path) -> None:
     assert w002() == []
 
 
+def test_the_check_names_a_sqlite_database_kept_outside_the_var_directory(
+    var_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private_var(var_dir)
+    database = tmp_path / "elsewhere" / "smtpadmin.sqlite3"
+    database.parent.mkdir()
+    for path in (database, Path(f"{database}-wal")):
+        path.write_bytes(b"")
+        path.chmod(0o644)
+    default = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(database)}
+    # Only what the check reads: the test's own database connection stays as it is.
+    monkeypatch.setattr(django_settings, "DATABASES", {"default": default})
+
+    (warning,) = w002()
+
+    assert warning.msg.endswith(f": {database}, {database}-wal.")
+    assert warning.hint.startswith(f"Run: chmod -R go-rwx {var_dir} {database} {database}-wal")
+
+
 def test_the_check_is_silent_when_there_is_no_var_directory_yet(var_dir: Path) -> None:
     assert not var_dir.exists()
 
