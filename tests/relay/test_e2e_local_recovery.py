@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -105,8 +106,9 @@ def maildir_files(world: World, address: str) -> list[Path]:
     return [path for sub in subs for path in sub.iterdir()]
 
 
+@pytest.mark.parametrize("read_meanwhile", [False, True], ids=["in-new", "moved-to-cur"])
 def test_a_relay_killed_between_the_maildir_file_and_the_database_delivers_once(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, read_meanwhile: bool
 ) -> None:
     with deliveries_not_recorded():
         first = start_relay(world, tmp_path)
@@ -121,6 +123,9 @@ def test_a_relay_killed_between_the_maildir_file_and_the_database_delivers_once(
         finally:
             stop(first)
     killed_at = time.time()
+    if read_meanwhile:
+        # A mail client opened the mailbox before the relay came back: new/ to cur/, seen.
+        written = written.rename(written.parent.parent / "cur" / f"{written.name}:2,S")
 
     entry = QueueEntry.objects.get(message=Message.objects.get())
     assert entry.state == QueueEntry.State.READY
