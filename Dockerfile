@@ -12,10 +12,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY . .
 # gunicorn serves the web console here; `make run` uses runserver and does not need it.
+# The var directory (database, mail, secret key) is the smtpadmin user's alone: 0700, which a
+# new named volume takes over from the image.
 RUN pip install . gunicorn==27.0.1 \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin smtpadmin \
     && mkdir -p "$SMTPADMIN_VAR_DIR" \
-    && chown smtpadmin:smtpadmin "$SMTPADMIN_VAR_DIR"
+    && chown smtpadmin:smtpadmin "$SMTPADMIN_VAR_DIR" \
+    && chmod 0700 "$SMTPADMIN_VAR_DIR"
 
 USER smtpadmin
 EXPOSE 8000 2525

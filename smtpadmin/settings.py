@@ -12,6 +12,7 @@ from typing import Any
 import dj_database_url
 
 from smtpadmin.env import EnvironmentError_, env_bool, env_int, env_list, env_networks, env_str
+from smtpadmin.private import private_directory
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, broker folders, Maildirs, logs).
@@ -28,7 +29,7 @@ def _secret_key() -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        private_directory(VAR_DIR)
         key = secrets.token_urlsafe(50)
         try:
             with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
@@ -61,6 +62,11 @@ SMTPADMIN_DNS_SERVERS = env_list("SMTPADMIN_DNS_SERVERS", [])
 # Seconds a Celery worker holds the queue entries it is delivering; when a worker dies, its
 # entries are due again once this has passed.
 SMTPADMIN_DELIVERY_LEASE_SECONDS = env_int("SMTPADMIN_DELIVERY_LEASE_SECONDS", 600, minimum=1)
+# Seconds the relay holds a local (Maildir) delivery; when the relay dies, that mail is due again
+# once this has passed. Short: writing a Maildir file takes milliseconds and is idempotent.
+SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS = env_int(
+    "SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS", 60, minimum=1
+)
 # A PEM file of the CA certificates trusted for next hops' TLS instead of the system's (a
 # private CA for smart hosts); blank = the system's.
 SMTPADMIN_OUTBOUND_CA_FILE = env_str("SMTPADMIN_OUTBOUND_CA_FILE", "")

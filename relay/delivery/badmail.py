@@ -16,6 +16,7 @@ from django.conf import settings
 from relay.local import path_component
 from relay.queue.models import Message
 from servers.models import VirtualServer
+from smtpadmin.private import private_directory
 
 
 def badmail_directory(vs: VirtualServer | None) -> Path:
@@ -58,7 +59,7 @@ def write_badmail(
     else:
         content, queue_id = bytes(message), "message"
     folder = Path(directory)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(folder)  # parents too: badmail holds whole messages
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     stem = f"{stamp}-{path_component(queue_id)}-{secrets.token_hex(4)}"
     text = reason if reason.endswith("\n") else reason + "\n"

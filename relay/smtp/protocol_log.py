@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -26,6 +27,7 @@ from typing import TextIO
 from django.conf import settings
 
 from smtpadmin.host import software_version
+from smtpadmin.private import open_private, private_directory
 
 log = logging.getLogger("relay.protocol_log")
 
@@ -175,12 +177,12 @@ class ProtocolLog:
         if self._file is not None and self._day == now.date():
             return self._file
         self._close()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Private (0700 folders, 0600 files): the log holds client addresses and user names.
+        private_directory(self.folder)
+        descriptor = open_private(self.path_for(now.date()), os.O_WRONLY | os.O_APPEND)
         # Line-buffered append: each line reaches the file in one write, whole, even when
         # another process (a restarted worker) appends to the same file.
-        file = open(  # noqa: SIM115 -- kept open across calls, closed by close()
-            self.path_for(now.date()), "a", encoding="utf-8", newline="\n", buffering=1
-        )
+        file = os.fdopen(descriptor, "a", encoding="utf-8", newline="\n", buffering=1)
         try:
             file.write(
                 f"#Software: smtpadmin {software_version()}\n"
