@@ -29,6 +29,14 @@ def render(policy: dict[str, str]) -> str:
 
 
 DEFAULT = render(POLICY)
+# DRF's browsable API has style attributes and a <style> of its own templates; scripts stay
+# strict there too.
+BROWSABLE_API = render({**POLICY, "style-src": "'self' 'unsafe-inline'"})
+
+
+def policy_for(response: HttpResponseBase) -> str:
+    renderer = getattr(response, "accepted_renderer", None)
+    return BROWSABLE_API if getattr(renderer, "format", "") == "api" else DEFAULT
 
 
 class ContentSecurityPolicyMiddleware:
@@ -41,5 +49,5 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
         if HEADER not in response:
-            response[HEADER] = DEFAULT
+            response[HEADER] = policy_for(response)
         return response

@@ -96,9 +96,21 @@ def test_api_responses_are_sent_with_a_strict_policy(full_admin: User) -> None:
     client.force_authenticate(full_admin)
     assert_hardened(client.get("/api/v1/servers/"))
     assert_hardened(APIClient().get("/api/v1/servers/"))  # 401
-    browsable = client.get("/api/v1/servers/", HTTP_ACCEPT="text/html")
+
+
+@pytest.mark.django_db
+def test_the_browsable_api_may_use_inline_styles_but_never_inline_script(
+    full_admin: User,
+) -> None:
+    browsable = logged_in(full_admin).get("/api/v1/servers/", HTTP_ACCEPT="text/html")
     assert browsable.status_code == 200
-    assert_hardened(browsable)
+    assert browsable["Content-Type"].startswith("text/html")
+    policy = csp_directives(browsable)
+    assert policy["script-src"] == "'self'"
+    assert policy["style-src"] == "'self' 'unsafe-inline'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert browsable["X-Content-Type-Options"] == "nosniff"
+    assert browsable["X-Frame-Options"] == "DENY"
 
 
 @pytest.mark.django_db
