@@ -91,6 +91,16 @@ def test_refusals_and_missing_pages_carry_the_policy(outsider: User, full_admin:
 
 
 @pytest.mark.django_db
+def test_a_csrf_failure_and_a_slash_redirect_carry_the_policy() -> None:
+    refused = Client(enforce_csrf_checks=True).post("/login/", {"username": "x"})
+    assert refused.status_code == 403
+    assert_hardened(refused)
+    slash = Client().get("/login")
+    assert slash.status_code == 301
+    assert "Content-Security-Policy" in slash
+
+
+@pytest.mark.django_db
 def test_api_responses_are_sent_with_a_strict_policy(full_admin: User) -> None:
     client = APIClient()
     client.force_authenticate(full_admin)
