@@ -155,6 +155,7 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
             can_write=self.can_write,
             nav_key=self.nav_key,
             title=f"Delete {instance}",
+            cancel=self.success_url(instance),
             **kwargs,
         )
 

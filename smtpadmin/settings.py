@@ -94,6 +94,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "smtpadmin.csp.ContentSecurityPolicyMiddleware",  # no inline script, no framing
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files without a separate server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -173,9 +174,26 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = 8 * 3600  # a working day; a forgotten console tab does not stay logged in
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send X-CSRFToken
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Behind a TLS proxy that sets X-Forwarded-Proto: Secure cookies, HSTS, redirect to HTTPS.
+SMTPADMIN_SECURE_PROXY = env_bool("SMTPADMIN_SECURE_PROXY", False)
+if SMTPADMIN_SECURE_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Subdomains are left out: other hosts of the mail domain may still serve plain HTTP.
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_SSL_REDIRECT = True
+    # Health checks from the container or host itself come over plain HTTP without the proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+    # includeSubDomains and preload bind every host of the mail domain to HTTPS for a year: the
+    # domain owner's decision, not one the console can make for them.
+    SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

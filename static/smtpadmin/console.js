@@ -13,6 +13,13 @@ document.addEventListener("click", (event) => {
     item.setAttribute("aria-expanded", item.getAttribute("aria-expanded") === "true" ? "false" : "true");
     return;
   }
+  const back = event.target.closest("[data-history-back]");
+  if (back && window.history.length > 1) {
+    // Cancel goes back to where the person came from; without a history, the link's own target.
+    event.preventDefault();
+    window.history.back();
+    return;
+  }
   const toggle = event.target.closest("[data-toggle-tree]");
   if (toggle) {
     const tree = document.getElementById("tree");
