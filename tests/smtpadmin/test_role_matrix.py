@@ -345,7 +345,11 @@ def build_world() -> dict[type[models.Model], models.Model]:
         username="someone", action=AuditEntry.Action.UPDATE, object_type="Server", field="name"
     )
     LoginThrottle.objects.create(
-        key="user:someone", failures=1, first_failure_at=timezone.now(), locked_until=None
+        scope=LoginThrottle.Scope.CONSOLE,
+        username="someone",
+        client="192.0.2.1",
+        failures=1,
+        first_failure_at=timezone.now(),
     )
     return {
         Organization: Organization.get(),
