@@ -8,8 +8,21 @@ import re
 import socket
 from types import TracebackType
 
-# An SMTP reply line: three digits, a space or a hyphen, text, CRLF (RFC 5321 4.2).
+# An SMTP reply line: a 2xx-5xx code, a space or a hyphen, text, CRLF (RFC 5321 4.2).
 REPLY_LINE = re.compile(rb"^[2-5]\d\d[ -][^\r\n]*\r\n\Z")
+# What a reply must never show a client: Python's exception names and tracebacks.
+PYTHON_ERROR = re.compile(rb"Traceback|Error: \(|[A-Z][a-z]+(Error|Exception)\b")
+
+
+def well_formed(line: bytes) -> bool:
+    """A reply line whose text is printable UTF-8 and tells nothing of the server's insides."""
+    if not REPLY_LINE.match(line) or PYTHON_ERROR.search(line):
+        return False
+    try:
+        text = line[4:-2].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return text.isprintable()
 
 
 class Wire:
@@ -42,7 +55,7 @@ class Wire:
 
     def reply(self) -> list[bytes]:
         """One whole reply: its lines up to the last (no hyphen after the code); [] on close."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             received = self.line()
             if not received:
