@@ -29,8 +29,14 @@ def good_message(wire: Wire) -> bytes:
 
 @pytest.mark.parametrize(
     "name",
-    [b"\xff\xfe.client.test", b"client\x00.test", b"client\x1b[2J.test", b"caf\xc3.test"],
-    ids=["invalid-utf8", "nul", "escape", "truncated-utf8"],
+    [
+        b"\xff\xfe.client.test",
+        b"client\x00.test",
+        b"client\x1b[2J.test",
+        b"caf\xc3.test",
+        b"a" * 63 + (b"." + b"b" * 63) * 4,  # 319 octets: more than a domain name or the column
+    ],
+    ids=["invalid-utf8", "nul", "escape", "truncated-utf8", "too-long"],
 )
 @pytest.mark.parametrize("verb", [b"EHLO", b"HELO"])
 def test_it_refuses_an_ehlo_name_it_cannot_store(
