@@ -51,8 +51,9 @@ if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
 
 log = logging.getLogger("relay.smtp")
-# aiosmtpd logs every command at INFO (addresses included); the protocol log is ours.
-logging.getLogger("mail.log").setLevel(logging.WARNING)
+# aiosmtpd logs every command at INFO (addresses included), and its warnings quote a client's
+# bytes unescaped (a CR or an escape sequence forges log lines); the protocol log is ours.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 IDENT = "ESMTP smtpadmin"
 # Abuse limits of one session (Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit).

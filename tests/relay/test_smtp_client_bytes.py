@@ -6,6 +6,7 @@ never an echo that breaks the reply. Run these with DATABASE_URL pointing at Pos
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,20 @@ def test_the_protocol_log_escapes_undecodable_arguments(
     logs = list((tmp_path / "var" / "logs" / f"SMTPSVC{world.vs.pk}").glob("ex*.log"))
     wait_for(lambda: "QUIT" in logs[0].read_text())
     assert " NOOP %FF%00x 250 " in logs[0].read_text()
+
+
+def test_client_bytes_never_reach_the_log_unescaped(
+    world: World, relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    relay(world.server)
+    with Wire(world.port) as wire:
+        assert wire.greeting().startswith(b"220")
+        for _ in range(3):
+            assert wire.command(b"FAKE\x1b[2J\r2026-01-01 ERROR forged").startswith(b"500")
+        assert wire.command(b"EHLO client.test").startswith(b"250")
+        assert wire.command(b"AUTH LOGIN").startswith(b"334")
+        assert wire.command(b"*").startswith(b"501")
+    assert caplog.records
+    for record in caplog.records:
+        assert record.getMessage().isprintable() or "Traceback" in record.getMessage(), record
