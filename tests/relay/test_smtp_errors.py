@@ -73,8 +73,7 @@ def test_an_error_in_message_data_closes_the_session(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("data line check failed")
 
-    monkeypatch.setattr(policy, "data_line_refusal", broken, raising=False)
-    monkeypatch.setattr(policy, "find_bare_line_ending", broken, raising=False)
+    monkeypatch.setattr(policy, "data_line_refusal", broken)
     relay(world.server)
     with Wire(world.port) as wire:
         assert wire.transaction().startswith(b"354")
