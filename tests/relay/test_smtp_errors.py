@@ -14,7 +14,7 @@ import pytest
 
 from relay.models import Message
 from relay.smtp import policy
-from tests.relay.harness import RelayThread
+from tests.relay.harness import RelayThread, wait_for
 from tests.relay.wire import Wire, well_formed
 from tests.relay.world import World, message
 
@@ -84,3 +84,24 @@ def test_an_error_in_message_data_closes_the_session(
         assert wire.rest() == b""
     assert not Message.objects.exists()
     assert len(relay_errors(caplog)) == 1
+
+
+def test_a_closed_session_whose_time_out_fires_is_dropped_quietly(
+    world: World, relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Closed while its replies cannot drain (a client that reads nothing): the time-out
+    # then drops the connection instead of failing on the transport already given up.
+    worker = relay(world.server)
+    with Wire(world.port) as wire:
+        assert wire.greeting().startswith(b"220")
+
+        def close_then_time_out() -> None:
+            assert worker.supervisor is not None
+            (session,) = worker.supervisor.listeners[world.vs.pk].sessions
+            session.close()
+            session._timeout_cb()
+
+        worker.call(close_then_time_out)
+        assert wire.rest() == b""
+    wait_for(lambda: worker.session_count(world.vs) == 0)
+    assert relay_errors(caplog) == []
