@@ -4,8 +4,8 @@ each ending in a half-close, a QUIT or a reset. Whatever they send, every reply 
 well-formed and tells nothing of the server's insides, nothing is logged as an error, the
 sessions all end, and a bystander sending mail meanwhile is never disturbed.
 
-The normal suite tries a few hundred inputs; ``SMTPADMIN_SOAK=1`` (``make soak``) tries
-thousands."""
+The normal suite tries 195 inputs (100 + 50 + 40 + 5); ``SMTPADMIN_SOAK=1`` (``make soak``)
+tries 16,100."""
 
 from __future__ import annotations
 
