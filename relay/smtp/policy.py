@@ -40,18 +40,16 @@ __all__ = [
     "accepted_domain",
     "auth_decision",
     "auth_mechanisms",
-    "bare_line_ending_reply",
     "connection_decision",
     "connection_limit_reply",
+    "data_line_refusal",
     "declared_size_reply",
-    "find_bare_line_ending",
-    "first_bare_line_ending",
+    "greeting_name_refusal",
     "hop_count",
     "hop_count_reply",
     "may_relay",
     "message_count_reply",
     "message_size_reply",
-    "needs_dnsbl",
     "needs_reverse_dns",
     "normal_client_ip",
     "recipient_count_reply",
@@ -125,14 +123,22 @@ def _is_domain_entry(entry: str) -> bool:
         return False
 
 
-def needs_dnsbl(client_ip: str, config: ListenerConfig, org: OrganizationPolicy) -> bool:
-    """Whether to ask the block list providers about this client (saves the DNS queries when
-    the answer would not be used)."""
-    return (
-        config.apply_connection_filter
-        and bool(org.block_list_providers)
-        and not _listed(org.global_accept_list, client_ip, None)
-    )
+MAX_GREETING_NAME = 255  # octets: a domain name (RFC 1035 2.3.4); the HELO column's size
+
+
+def greeting_name_refusal(name: str) -> Reply | None:
+    """The EHLO / HELO argument as aiosmtpd decoded it (invalid UTF-8 as lone surrogates).
+    Kept only as printable UTF-8 text a database column and a log line take; no stricter
+    than that, since many real clients greet with names that are not domain names."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return Reply(501, "5.5.2 Syntax: EHLO hostname (the name is not valid UTF-8)")
+    if not name.isprintable():
+        return Reply(501, "5.5.2 Syntax: EHLO hostname (the name contains control characters)")
+    if len(name.encode("utf-8")) > MAX_GREETING_NAME:
+        return Reply(
+            501, f"5.5.2 Syntax: EHLO hostname (the name is longer than {MAX_GREETING_NAME} octets)"
+        )
+    return None
 
 
 # --- connecting ---------------------------------------------------------------------------
@@ -204,14 +210,27 @@ def connection_limit_reply(
 
 
 def auth_mechanisms(config: ListenerConfig, *, tls: bool) -> tuple[str, ...]:
-    """The AUTH mechanisms to advertise in the EHLO answer (none: do not advertise AUTH)."""
-    if not config.auth_basic or (config.auth_basic_requires_tls and not tls):
+    """The AUTH mechanisms to advertise in the EHLO answer (none: do not advertise AUTH).
+    Where TLS is required for authentication or for everything, AUTH is advertised only
+    after STARTTLS, so a client never sends its password in the clear to find out."""
+    if not config.auth_basic:
+        return ()
+    if (config.auth_basic_requires_tls or config.require_tls) and not tls:
         return ()
     return ("PLAIN", "LOGIN")
 
 
-def auth_decision(config: ListenerConfig, *, tls: bool) -> Reply | None:
-    """May the client start AUTH now?"""
+AUTH_IN_TRANSACTION = Reply(
+    503, "5.5.1 AUTH is not permitted during a mail transaction; RSET first (RFC 4954 4)"
+)
+
+
+def auth_decision(
+    config: ListenerConfig, *, tls: bool, in_transaction: bool = False
+) -> Reply | None:
+    """May the client start AUTH now? ``in_transaction``: MAIL FROM was accepted."""
+    if in_transaction:
+        return AUTH_IN_TRANSACTION
     if not config.auth_basic:
         return Reply(502, "5.5.1 Authentication is not enabled on this virtual server")
     if config.auth_basic_requires_tls and not tls:
@@ -435,7 +454,6 @@ def message_count_reply(messages_so_far: int, config: ListenerConfig) -> Reply |
 # --- DATA ---------------------------------------------------------------------------------
 
 _RECEIVED = re.compile(rb"received[ \t]*:", re.IGNORECASE)
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 def hop_count(header_block: bytes) -> int:
@@ -462,27 +480,35 @@ def hop_count_reply(header_block: bytes, config: ListenerConfig) -> Reply | None
     return None
 
 
-def find_bare_line_ending(line: bytes) -> bool:
-    """Does a CR or LF appear in ``line`` other than as its final CRLF? (aiosmtpd hands lines
-    that end at CRLF; a CR or LF inside is what SMTP smuggling hides "\\n.\\n" in.)"""
+MAX_TEXT_LINE = 998  # octets before the CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
+
+# A bare CR or LF leaves it open where a next hop thinks the message ends (CVE-2023-51764,
+# CVE-2024-27305): what follows might be commands smuggled past us, so the session ends.
+BARE_LINE_ENDING = Reply(
+    554,
+    "5.5.2 Bare CR or LF in message data is not accepted (SMTP smuggling protection); "
+    "closing connection",
+)
+# A next hop that drops NUL would read "\r\n\x00.\r\n" as the end of the message; without
+# BINARYMIME (not offered) message data is text, and text has no NUL.
+NUL_IN_DATA = Reply(
+    554, "5.6.0 Message refused: it contains a NUL character, which mail text may not"
+)
+LINE_TOO_LONG = Reply(
+    500,
+    f"5.5.2 Line too long: at most {MAX_TEXT_LINE} octets and CRLF per line "
+    "(RFC 5321 4.5.3.1.6); encode the message (quoted-printable or base64)",
+)
+
+
+def data_line_refusal(line: bytes) -> Reply | None:
+    """Refuse one line of message data: ``line`` as read up to and including its CRLF (or
+    what came before the end of input), with the transparency dot already removed."""
     body = line[:-2] if line.endswith(b"\r\n") else line
-    return b"\r" in body or b"\n" in body
-
-
-def first_bare_line_ending(data: bytes) -> int | None:
-    """The offset of the first CR not followed by LF or LF not preceded by CR in a whole
-    message, or None when every line ends with CRLF."""
-    found = _BARE.search(data)
-    return found.start() if found else None
-
-
-def bare_line_ending_reply(data: bytes) -> Reply | None:
-    """Refuse message data with a bare CR or LF anywhere (CVE-2023-51764, CVE-2024-27305:
-    a next hop reading "\\n.\\n" as the end of data would take what follows as a second,
-    forged message)."""
-    if first_bare_line_ending(data) is None:
-        return None
-    return Reply(
-        554,
-        "5.6.0 Message refused: it contains a bare CR or LF; every line must end with CRLF",
-    )
+    if b"\r" in body or b"\n" in body:
+        return BARE_LINE_ENDING
+    if b"\x00" in body:
+        return NUL_IN_DATA
+    if len(body) > MAX_TEXT_LINE:
+        return LINE_TOO_LONG
+    return None

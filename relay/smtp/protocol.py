@@ -10,8 +10,11 @@ aiosmtpd parses the commands; this subclass adds what a relay needs around them 
 * RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter;
 * AUTH PLAIN / LOGIN checked in a thread against SMTP credentials, failures slowed down;
 * DATA read here rather than by aiosmtpd, so a bare CR or LF anywhere ends the session (SMTP
-  smuggling) and size, session size, line length and hop count get their RFC replies;
-* intake (database) in a thread; 250 only once the message is committed.
+  smuggling), NUL and lines over 998 octets are refused, and size, session size and hop count
+  get their RFC replies;
+* intake (database) in a thread; 250 only once the message is committed;
+* what aiosmtpd would echo or store of a client's bytes made safe (EHLO names checked, replies
+  printable), and an unexpected error answered once, logged once, without its name.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 from django.utils import timezone
 
 from relay.dns import dnsbl_listing, reverse_name
@@ -42,8 +53,9 @@ if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
 
 log = logging.getLogger("relay.smtp")
-# aiosmtpd logs every command at INFO (addresses included); the protocol log is ours.
-logging.getLogger("mail.log").setLevel(logging.WARNING)
+# aiosmtpd logs every command at INFO (addresses included), and its warnings quote a client's
+# bytes unescaped (a CR or an escape sequence forges log lines); the protocol log is ours.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 IDENT = "ESMTP smtpadmin"
 # Abuse limits of one session (Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit).
@@ -91,8 +103,10 @@ class RelaySMTP(SMTP):
         self.messages = 0
         self.session_bytes = 0
         self.in_data = False
+        self.data_open = False  # after 354 until the reply: client lines are message data
         self.registered = False
         self.closing = False
+        self.closed_transport: Any = None
         self.close_after_data = ""  # a reply: the listener is closing, end after this DATA
         self.junk_commands = 0
         self.hard_errors = 0
@@ -174,10 +188,51 @@ class RelaySMTP(SMTP):
             dnsbl_listing=listing,
         )
 
+    def eof_received(self) -> bool | None:
+        # aiosmtpd drops what a half-closed client sent before its EOF (QUIT, a whole
+        # message): read it to the end and answer it instead; the reader then ends the session.
+        self._reader.feed_eof()
+        return self.session is None or self.session.ssl is None
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd asks its handler, which is this object: answer here, once."""
+        if isinstance(error, asyncio.IncompleteReadError):
+            self.close()  # the client's end of input: nothing left to answer
+            return "221 2.0.0 End of input"  # not sent: the session is closed
+        who = f"session {self.listener.sessions.get(self, '-')} from {self.client_address}"
+        if isinstance(error, TLSSetupException):
+            log.info("%s: TLS handshake failed: %s", who, error.__cause__ or error)
+            return "421 4.7.0 TLS handshake failed"
+        if self.data_open:
+            # What the client sends next is the rest of its message, never commands.
+            self.data_open = False
+            self.in_data = False
+            log.error("%s: %r in DATA; session closed", who, error, exc_info=error)
+            reply = "421 4.3.0 Temporary failure reading the message; closing connection"
+            self.terminate(reply)
+            return reply  # not sent again: the session is closed
+        if isinstance(error, (UnicodeError, asyncio.LimitOverrunError)):
+            log.warning("%s: %s input refused: %r", who, self.command or "command", error)
+            return "500 5.5.0 Command not understood"
+        log.error("%s: %r in %s", who, error, self.command or "a command", exc_info=error)
+        return "451 4.3.0 Temporary failure on this server; try again later"
+
     def close(self) -> None:
+        """End the session: replies already written still go out, nothing more is read or
+        answered (aiosmtpd's command loop and the DATA reader stop at a transport of None)."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            self.closed_transport = transport
+            self.transport = None
+            transport.close()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None and self.closed_transport is not None:
+            # Closed, but a client that reads nothing keeps its replies from draining.
+            self.closed_transport.abort()
+            return
+        super()._timeout_cb()
 
     def terminate(self, reply: str = "421 4.3.2 Session terminated by the administrator") -> None:
         """Close the session now (Terminate, Terminate All, stopping the listener)."""
@@ -191,6 +246,8 @@ class RelaySMTP(SMTP):
         self, name: str, method: Callable[[str | None], Awaitable[None]]
     ) -> Callable[[str | None], Awaitable[None]]:
         async def guarded(argument: str | None) -> None:
+            if self.closing:
+                return
             await self._throttle()
             if name in JUNK_COMMANDS:
                 self.junk_commands += 1
@@ -218,7 +275,13 @@ class RelaySMTP(SMTP):
         self.tokens -= 1
 
     async def push(self, status: Any) -> None:
+        if self.closing:
+            return  # what aiosmtpd answers after we closed is not for the client
         text = status.decode(errors="replace") if isinstance(status, bytes) else str(status)
+        if not text.isprintable():
+            # aiosmtpd echoes some arguments; a CR, NUL or undecodable byte must not go back.
+            text = "".join(c if c.isprintable() else "?" for c in text)
+        status = text
         code = text[:3]
         if self.command and text[3:4] != "-":  # a multi-line reply is logged once
             argument = self.raw_argument
@@ -274,6 +337,21 @@ class RelaySMTP(SMTP):
         login = data.login if isinstance(data, LoginPassword) else data
         return login.decode(errors="replace") if isinstance(login, bytes) else str(login or "")
 
+    # --- greeting ---------------------------------------------------------------------------
+    async def smtp_HELO(self, hostname: str) -> None:
+        refusal = policy.greeting_name_refusal(hostname or "")
+        if refusal is not None:
+            await self.push(str(refusal).replace("EHLO", "HELO", 1))
+            return
+        await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        refusal = policy.greeting_name_refusal(hostname or "")
+        if refusal is not None:
+            await self.push(str(refusal))
+            return
+        await super().smtp_EHLO(hostname)
+
     # --- handler hooks ----------------------------------------------------------------------
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str
@@ -290,19 +368,19 @@ class RelaySMTP(SMTP):
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        answer = [responses[0]]
-        for line in responses[1:-1]:
-            if line.startswith("250-AUTH") and not self._auth_methods:
-                continue  # basic authentication is off
-            answer.append(line)
-        answer.insert(1, "250-PIPELINING")
+        answer = [responses[0], "250-PIPELINING"]
+        answer += [line for line in responses[1:-1] if not line.startswith("250-AUTH")]
+        mechanisms = policy.auth_mechanisms(self.config, tls=self.tls)
+        if mechanisms:
+            answer.append("250-AUTH " + " ".join(mechanisms))
         answer.append("250 HELP")
         return answer
 
     async def smtp_AUTH(self, arg: str) -> None:
-        refusal = policy.auth_decision(self.config, tls=self.tls) or policy.tls_refusal(
-            self.config, tls=self.tls
-        )
+        in_transaction = bool(self.envelope is not None and self.envelope.mail_from)
+        refusal = policy.auth_decision(
+            self.config, tls=self.tls, in_transaction=in_transaction
+        ) or policy.tls_refusal(self.config, tls=self.tls)
         if refusal is not None:
             await self.push(str(refusal))
             return
@@ -471,6 +549,45 @@ class RelaySMTP(SMTP):
             return AuthResult(success=False, handled=True)  # answered 501 already
         return await self.check_login(login, password)
 
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> Any:
+        """aiosmtpd's, but an over-long answer is read to its end and refused once (its
+        reader raises instead, and the rest of the line would be read as commands)."""
+        raw = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw))
+        line = await self.read_line()
+        if line is None:
+            await self.push("500 5.5.6 Authentication Exchange line is too long")
+            return MISSING
+        self.bytes_in += len(line)
+        blob = line.strip()
+        if blob == b"*":
+            await self.push("501 5.7.0 Authentication cancelled")
+            return MISSING
+        try:
+            return base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Cannot decode the base64 data")
+            return MISSING
+
+    async def read_line(self) -> bytes | None:
+        """One line up to LF; None, with the whole line read and dropped, when it is longer
+        than the reader's limit."""
+        try:
+            return await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as overrun:
+            await self._reader.read(overrun.consumed)
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return None
+            except asyncio.LimitOverrunError as overrun:
+                await self._reader.read(overrun.consumed)
+
     async def check_login(self, login: bytes, password: bytes) -> AuthResult:
         # Undecodable bytes stay as surrogates: counted and slowed down, and they match nothing.
         username = login.decode("utf-8", errors="surrogateescape")
@@ -512,17 +629,19 @@ class RelaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         # "In DATA" lasts until the reply is sent: stopping the listener waits for it, so a
         # message stored is never answered with anything but its 250.
-        self.in_data = True
+        self.in_data = self.data_open = True
         try:
             content, problem = await self.read_data()
             if problem is not None:
                 self._set_post_data_state()
+                self.data_open = False
                 await self.push(str(problem))
-                if problem.code == 554 and problem.text.startswith("5.5.2 Bare"):
+                if problem == policy.BARE_LINE_ENDING:
                     self.close()
                 return
             reply = await self.accept_message(content)
             self._set_post_data_state()
+            self.data_open = False
             await self.push(reply)
         finally:
             self.in_data = False
@@ -531,20 +650,23 @@ class RelaySMTP(SMTP):
 
     async def read_data(self) -> tuple[bytes, Reply | None]:
         """The message up to the lone dot, dot-unstuffed; or the reason it is refused. A
-        message over a limit is read to its end first (RFC 5321 4.2.5); a bare CR or LF
-        refuses at once: what follows it might be smuggled commands."""
+        refused message is read to its end first (RFC 5321 4.2.5), so the session goes on as
+        after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
+        commands."""
         config = self.config
         lines: list[bytes] = []
         size = 0
         problem: Reply | None = None
         fragments: list[bytes] = []
-        while self.transport is not None:
+        while True:
+            if self.transport is None:  # closed meanwhile: the message is incomplete
+                return b"", Reply(421, "4.4.2 Connection closed before the end of the message")
             try:
                 line = await self._reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as overrun:
                 line = await self._reader.read(overrun.consumed)
                 if problem is None:
-                    problem = Reply(500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
+                    problem = policy.LINE_TOO_LONG
                 lines.clear()
             self._reset_timeout()
             self.bytes_in += len(line)
@@ -556,17 +678,15 @@ class RelaySMTP(SMTP):
             if fragments:
                 fragments.clear()
                 continue  # the end of an over-long line, already refused
-            if policy.find_bare_line_ending(line):
-                return b"", Reply(
-                    554,
-                    "5.5.2 Bare CR or LF in message data is not accepted "
-                    "(SMTP smuggling protection); closing connection",
-                )
+            unstuffed = line[1:] if line.startswith(b".") else line
+            refusal = policy.data_line_refusal(unstuffed)
+            if refusal == policy.BARE_LINE_ENDING:
+                return b"", refusal
             size += len(line)
             if problem is not None:
                 continue
-            if len(line) > self.line_length_limit + 1:
-                problem = Reply(500, "5.5.2 Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
+            if refusal is not None:
+                problem = refusal
                 lines.clear()
             elif (
                 problem := policy.message_size_reply(size, config)
@@ -574,7 +694,7 @@ class RelaySMTP(SMTP):
             ) is not None:
                 lines.clear()
             else:
-                lines.append(line[1:] if line.startswith(b".") else line)
+                lines.append(unstuffed)
         return b"".join(lines), problem
 
     async def accept_message(self, content: bytes) -> str:
@@ -608,7 +728,7 @@ class RelaySMTP(SMTP):
         self.messages += 1
         self.session_bytes += len(content)
         self.listener.deliver_local_soon(accepted.local_entry_ids)
-        return f"250 2.6.0 Ok: queued as {accepted.queue_id}"
+        return accepted.reply
 
 
 def _sender(envelope: Envelope) -> str:

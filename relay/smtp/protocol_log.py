@@ -83,7 +83,8 @@ def field(value: object) -> str:
         if char == " ":
             out.append("+")
         elif not char.isprintable():
-            out.append("".join(f"%{byte:02X}" for byte in char.encode()))
+            # An undecodable byte from the client (a lone surrogate) as the byte it was.
+            out.append("".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape")))
         else:
             out.append(char)
     return "".join(out)

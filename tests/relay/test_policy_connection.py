@@ -13,7 +13,6 @@ from relay.smtp.policy import (
     PAUSED,
     connection_decision,
     connection_limit_reply,
-    needs_dnsbl,
     needs_reverse_dns,
     normal_client_ip,
 )
@@ -165,17 +164,6 @@ def test_reverse_dns_is_needed_only_for_the_received_header_or_domain_entries() 
     assert not needs_reverse_dns(
         replace(DEFAULT, connection_list=("192.0.2.1",), relay_list=("10.0.0.0/8",)), ORG
     )
-
-
-def test_block_lists_are_asked_only_when_their_answer_counts() -> None:
-    org = OrganizationPolicy(block_list_providers=("zen.example.org",))
-    filtered = replace(DEFAULT, apply_connection_filter=True)
-    accepted = replace(org, global_accept_list=("203.0.113.9",))
-
-    assert needs_dnsbl("203.0.113.9", filtered, org)
-    assert not needs_dnsbl("203.0.113.9", DEFAULT, org)
-    assert not needs_dnsbl("203.0.113.9", filtered, ORG)
-    assert not needs_dnsbl("203.0.113.9", filtered, accepted)
 
 
 def test_the_connection_limit_refuses_with_421_when_full() -> None:

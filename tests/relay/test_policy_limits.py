@@ -1,5 +1,6 @@
-"""Limits and DATA checks: hop count, bare line endings (SMTP smuggling), message and session
-size, recipients per message, messages per connection."""
+"""Limits and DATA checks: hop count, the lines of message data (bare line endings for SMTP
+smuggling, NUL, length), message and session size, recipients per message, messages per
+connection."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 
 from relay.smtp.config import KB, ListenerConfig
 from relay.smtp.policy import (
-    bare_line_ending_reply,
+    BARE_LINE_ENDING,
+    LINE_TOO_LONG,
+    NUL_IN_DATA,
+    data_line_refusal,
     declared_size_reply,
-    find_bare_line_ending,
-    first_bare_line_ending,
     hop_count,
     hop_count_reply,
     message_count_reply,
@@ -98,17 +100,35 @@ def test_a_message_over_the_maximum_hop_count_is_refused_as_a_loop() -> None:
         b"\n\r\n",
     ],
 )
-def test_a_bare_cr_or_lf_in_a_line_is_found(line: bytes) -> None:
-    assert find_bare_line_ending(line)
+def test_a_bare_cr_or_lf_in_a_line_is_refused(line: bytes) -> None:
+    assert data_line_refusal(line) == BARE_LINE_ENDING
 
 
-@pytest.mark.parametrize("line", [b"plain text\r\n", b"\r\n", b".\r\n", b"..stuffed\r\n", b""])
+@pytest.mark.parametrize("line", [b"plain text\r\n", b"\r\n", b".\r\n", b".stuffed\r\n", b""])
 def test_a_line_ending_in_one_crlf_is_clean(line: bytes) -> None:
-    assert not find_bare_line_ending(line)
+    assert data_line_refusal(line) is None
 
 
-def aiosmtpd_lines(stream: bytes) -> list[bytes]:
-    """Split DATA the way aiosmtpd 1.4.6 reads it: readuntil(b"\\r\\n"), the rest a fragment."""
+@pytest.mark.parametrize("line", [b"\x00.\r\n", b"a\x00b\r\n", b"\x00", b"x" * 2000 + b"\x00\r\n"])
+def test_a_nul_in_a_line_is_refused(line: bytes) -> None:
+    assert data_line_refusal(line) == NUL_IN_DATA
+    assert str(NUL_IN_DATA).startswith("554 5.6.0 ")
+
+
+def test_a_line_is_refused_past_998_octets_before_its_crlf() -> None:
+    assert data_line_refusal(b"x" * 998 + b"\r\n") is None
+    assert data_line_refusal(b"x" * 999 + b"\r\n") == LINE_TOO_LONG
+    assert data_line_refusal(b"x" * 999) == LINE_TOO_LONG
+    assert str(LINE_TOO_LONG).startswith("500 5.5.2 ")
+
+
+def test_a_bare_line_ending_outranks_the_other_refusals() -> None:
+    # It is the one that ends the session: what follows might be smuggled commands.
+    assert data_line_refusal(b"\x00" + b"x" * 2000 + b"\n.\n\r\n") == BARE_LINE_ENDING
+
+
+def relay_lines(stream: bytes) -> list[bytes]:
+    """Split DATA the way the relay reads it: readuntil(b"\\r\\n"), the rest a fragment."""
     lines = []
     while stream:
         end = stream.find(b"\r\n")
@@ -131,31 +151,16 @@ SMUGGLING = [
 
 
 @pytest.mark.parametrize("stream", SMUGGLING)
-def test_every_smuggling_sequence_is_caught_line_by_line_as_aiosmtpd_reads_it(
+def test_every_smuggling_sequence_is_caught_line_by_line_as_the_relay_reads_it(
     stream: bytes,
 ) -> None:
-    assert any(find_bare_line_ending(line) for line in aiosmtpd_lines(stream))
-
-
-@pytest.mark.parametrize("stream", SMUGGLING)
-def test_every_smuggling_sequence_is_refused_in_the_whole_message(stream: bytes) -> None:
-    assert str(bare_line_ending_reply(stream)) == (
-        "554 5.6.0 Message refused: it contains a bare CR or LF; every line must end with CRLF"
-    )
-
-
-def test_first_bare_line_ending_gives_the_offset() -> None:
-    assert first_bare_line_ending(b"ab\r\ncd\nef\r\n") == 6
-    assert first_bare_line_ending(b"ab\r\ncd\ref\r\n") == 6
-    assert first_bare_line_ending(b"ab\r\n\r\ncd\r\n") is None
-    assert first_bare_line_ending(b"") is None
+    assert BARE_LINE_ENDING in (data_line_refusal(line) for line in relay_lines(stream))
 
 
 def test_a_clean_message_passes() -> None:
     message = b"Subject: hi\r\n\r\nline one\r\n.dot\r\n\r\nlast\r\n"
 
-    assert bare_line_ending_reply(message) is None
-    assert not any(find_bare_line_ending(line) for line in aiosmtpd_lines(message))
+    assert not any(data_line_refusal(line) for line in relay_lines(message))
 
 
 # --- sizes --------------------------------------------------------------------------------

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from relay.smtp.addresses import NULL_PATH, ParsedAddress
 from relay.smtp.config import ListenerConfig, OrganizationPolicy
-from relay.smtp.policy import auth_decision, auth_mechanisms, sender_decision
+from relay.smtp.policy import (
+    auth_decision,
+    auth_mechanisms,
+    greeting_name_refusal,
+    sender_decision,
+)
 
 DEFAULT = ListenerConfig(id=1)
 ORG = OrganizationPolicy()
@@ -103,3 +110,38 @@ def test_auth_requiring_tls_is_refused_before_starttls() -> None:
     )
     assert auth_mechanisms(config, tls=True) == ("PLAIN", "LOGIN")
     assert auth_decision(config, tls=True) is None
+
+
+def test_auth_is_offered_only_after_starttls_where_tls_is_required() -> None:
+    config = replace(DEFAULT, require_tls=True)
+
+    assert auth_mechanisms(config, tls=False) == ()
+    assert auth_mechanisms(config, tls=True) == ("PLAIN", "LOGIN")
+
+
+def test_auth_is_refused_inside_a_mail_transaction() -> None:
+    assert str(auth_decision(DEFAULT, tls=True, in_transaction=True)) == (
+        "503 5.5.1 AUTH is not permitted during a mail transaction; RSET first (RFC 4954 4)"
+    )
+    assert auth_decision(DEFAULT, tls=True, in_transaction=False) is None
+
+
+@pytest.mark.parametrize("name", ["client.test", "[192.0.2.1]", "my_pc", "bücher.test", "x" * 255])
+def test_a_greeting_name_of_printable_text_is_taken(name: str) -> None:
+    assert greeting_name_refusal(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (b"\xff\xfe.test".decode("utf-8", "surrogateescape"), "not valid UTF-8"),
+        ("client\x00.test", "control characters"),
+        ("client\x1b.test", "control characters"),
+        ("x" * 256, "longer than 255 octets"),
+        ("ü" * 128, "longer than 255 octets"),
+    ],
+)
+def test_a_greeting_name_that_cannot_be_stored_is_refused_saying_why(name: str, why: str) -> None:
+    refusal = greeting_name_refusal(name)
+    assert refusal is not None and refusal.code == 501
+    assert refusal.text.startswith("5.5.2 ") and why in refusal.text
