@@ -207,6 +207,11 @@ SPECTACULAR_SETTINGS = {
         "OutboundAuthEnum": "servers.models.virtual_server.OutboundAuth",
         "ScheduleModeEnum": "connectors.models.ScheduleMode",
     },
+    # Every operation documents the error answers it can give (smtpadmin/api_schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "smtpadmin.api_schema.add_error_responses",
+    ],
 }
 
 # Celery: Redis in production; by default an embedded filesystem broker that needs no server.
