@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -225,23 +226,63 @@ class MessageDetailSerializer(MessageSerializer):
         return [{"name": n, "value": v} for n, v in message_headers(message.raw)]
 
 
+def _filter_schema(filter_: Any) -> dict[str, Any]:
+    extra = filter_.extra
+    if isinstance(filter_, django_filters.ModelChoiceFilter):
+        return {"type": "integer", "description": "A queue id."}
+    if isinstance(filter_, django_filters.NumberFilter):
+        limits = {"minimum": extra.get("min_value"), "maximum": extra.get("max_value")}
+        return {"type": "integer", **{k: v for k, v in limits.items() if v is not None}}
+    if isinstance(filter_, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": [value for value, _label in extra["choices"]]}
+    # Text is stripped: a filter of spaces only would filter nothing.
+    return {"type": "string", "pattern": r"\S", "maxLength": extra.get("max_length", 1000)}
+
+
+def _bulk_filter_problem(filter_: Any, value: Any) -> str:
+    if value is None or value == "":
+        return "Give a value, or leave the filter out."
+    if isinstance(filter_, django_filters.NumberFilter | django_filters.ModelChoiceFilter):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "Give a number."
+        return ""
+    if not isinstance(value, str):
+        return "Give a string."
+    return unstorable_text(value)
+
+
+BULK_FILTER_SCHEMA = {
+    "type": "object",
+    "description": "Find Messages' filters, as for the list; at least one.",
+    "properties": {
+        name: {**_filter_schema(filter_), "description": str(filter_.label or name)}
+        for name, filter_ in MessageFilter.base_filters.items()
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+
+
+@extend_schema_field(BULK_FILTER_SCHEMA)
+class BulkFilterField(serializers.DictField):
+    """The filters of a bulk action (checked by ``BulkActionSerializer.validate_filter``)."""
+
+
 class BulkActionSerializer(StrictFieldsMixin, serializers.Serializer):
     """An action on every message a filter finds."""
 
-    filter = serializers.DictField(
+    filter = BulkFilterField(
         help_text="Find Messages' filters, as for the list: sender, recipient, domain, "
         "subject, message_id, queue_id, state, older_than_minutes, newer_than_minutes, "
         "min_size_kb, max_size_kb, queue. At least one."
     )
-    action = serializers.CharField(help_text="freeze, unfreeze or delete.")
+    action = serializers.ChoiceField(
+        choices=list(actions.BULK_ACTIONS),
+        error_messages={"invalid_choice": "Choose freeze, unfreeze or delete."},
+    )
     ndr = serializers.BooleanField(
         default=False, help_text="With delete: send an NDR to each sender."
     )
-
-    def validate_action(self, value: str) -> str:
-        if value not in actions.BULK_ACTIONS:
-            raise serializers.ValidationError("Choose freeze, unfreeze or delete.")
-        return value
 
     def validate_filter(self, value: dict[str, Any]) -> MessageFilter:
         known = MessageFilter.base_filters
@@ -250,11 +291,7 @@ class BulkActionSerializer(StrictFieldsMixin, serializers.Serializer):
         for key, item in value.items():
             if key not in known:
                 errors[key] = ["This filter does not exist."]
-            elif item is None:
-                continue
-            elif isinstance(item, bool) or not isinstance(item, str | int):
-                errors[key] = ["Give a string or a number."]
-            elif problem := unstorable_text(item):
+            elif problem := _bulk_filter_problem(known[key], item):
                 errors[key] = [problem]
             else:
                 data[key] = str(item)

@@ -126,9 +126,16 @@ def json_type_problem(field: Any, value: Any) -> str:
         return ""
     for kind, types, problem in _JSON_TYPES:
         if isinstance(field, kind):
-            if isinstance(value, bool) and bool not in types:
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 return problem
-            return "" if isinstance(value, types) else problem
+            break
+    else:
+        return ""
+    child = getattr(field, "child", None) or getattr(field, "child_relation", None)
+    if isinstance(value, list) and child is not None:
+        for number, item in enumerate(value, 1):
+            if problem := json_type_problem(child, item):
+                return f"Item {number}: {problem}"
     return ""
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.contrib.django_filters import DjangoFilterExtension
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from rest_framework.generics import GenericAPIView
 
 
@@ -26,11 +26,39 @@ class StrictFieldsExtension(OpenApiSerializerExtension):
         return schema
 
 
+#: What a text field trims and then finds blank (Python's whitespace), as a pattern any
+#: validator reads the same way: one character that is not whitespace.
+NOT_BLANK = "[^\\s\\x1c-\\x1f\\x85]|\\ufeff"
+
+
+class TrimmedTextExtension(OpenApiSerializerFieldExtension):
+    """A text field that trims whitespace and may not be blank refuses "  " too: its request
+    schema says so."""
+
+    target_class = "rest_framework.fields.CharField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
+        field = self.target
+        schema = auto_schema._map_serializer_field(field, direction, bypass_extensions=True)
+        if (
+            direction == "request"
+            and field.trim_whitespace
+            and not field.allow_blank
+            and schema.get("type") == "string"
+            and "pattern" not in schema
+            and "format" not in schema
+        ):
+            schema["pattern"] = NOT_BLANK
+        return schema
+
+
 class FilterParameters(DjangoFilterExtension):
     """The list filters' query parameters with the limits their form fields enforce (longest
     text, smallest and largest number), so a value the filter refuses is outside the schema."""
 
     priority = 1
+    match_subclasses = True
 
     def resolve_filter_field(
         self, auto_schema: Any, model: Any, filterset_class: Any, field_name: str, filter_field: Any
@@ -44,6 +72,8 @@ class FilterParameters(DjangoFilterExtension):
             "maximum": filter_field.extra.get("max_value"),
         }
         for parameter in parameters:
+            # A filter left empty (?state=) filters nothing, as in the console's forms.
+            parameter["allowEmptyValue"] = True
             schema = parameter["schema"]
             for key, value in limits.items():
                 if value is not None and (key == "maxLength") == (schema.get("type") == "string"):
@@ -90,8 +120,9 @@ ERROR_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
     "429": ("Too many attempts; try again later.", _DETAIL),
 }
 
-#: Query parameters that never make an answer 400: an unknown ordering or search is ignored.
-_LENIENT_QUERY = {"ordering", "search", "page"}
+#: Query parameters that never make an answer 400: an unknown ordering or search is ignored;
+#: a page or format that does not exist is a 404.
+_LENIENT_QUERY = {"ordering", "search", "page", "format"}
 _WRITES = {"create", "update", "partial_update", "destroy"}
 
 
@@ -109,7 +140,7 @@ def _error_codes(method: str, view: Any, operation: dict[str, Any]) -> set[str]:
         codes |= {"400", "413", "415"}
     if query - _LENIENT_QUERY:
         codes.add("400")
-    if "page" in query or any(p.get("in") == "path" for p in parameters):
+    if query & {"page", "format"} or any(p.get("in") == "path" for p in parameters):
         codes.add("404")
     action = getattr(view, "action", None)
     if action in _WRITES or (
@@ -129,6 +160,11 @@ def add_error_responses(
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in ERROR_SCHEMAS.items():
         schemas.setdefault(name, schema)
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter.get("name") == "page":
+                    parameter["allowEmptyValue"] = True  # ?page= is the first page
     for path, _regex, method, callback in generator.endpoints or []:
         view = generator.create_view(callback, method)
         operation = result["paths"].get(generator.coerce_path(path, method, view), {})

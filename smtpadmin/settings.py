@@ -177,7 +177,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "smtpadmin.api_filters.FilterBackend",  # yes/no filters refuse other values
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
