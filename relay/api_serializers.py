@@ -8,14 +8,20 @@ from typing import Any
 
 import django_filters
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from relay.queue import actions
-from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
-from relay.queue.search import MessageFilter
-from relay.queue.viewer import last_error, message_headers, queue_state, source
+from relay.queue.models import (
+    LinkQueue,
+    Message,
+    Priority,
+    QueueEntry,
+    Recipient,
+    TrackingEvent,
+)
+from relay.queue.search import MessageFilter, MessageState
+from relay.queue.viewer import QueueState, last_error, message_headers, queue_state, source
 from smtpadmin.api import StrictFieldsMixin, unstorable_text
 
 
@@ -23,9 +29,7 @@ class QueueSerializer(serializers.ModelSerializer):
     """A link queue (one next hop) or a system queue, as Queue Viewer shows it. The state is
     derived: active, ready, retry, scheduled, remote, frozen or disabled."""
 
-    kind = serializers.CharField(
-        read_only=True, help_text="local, connector, smart_host, dns or system."
-    )
+    kind = serializers.ChoiceField(choices=LinkQueue.Kind.choices, read_only=True)
     state = serializers.SerializerMethodField(
         help_text="active, ready, retry, scheduled, remote, frozen or disabled."
     )
@@ -61,6 +65,7 @@ class QueueSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field({"type": "string", "enum": QueueState.values})
     def get_state(self, queue: LinkQueue) -> str:
         now = self.context.get("now") or timezone.now()
         return queue_state(queue, now, disabled=self.context.get("outbound_disabled"))
@@ -101,9 +106,7 @@ class DeletedSerializer(serializers.Serializer):
 class RecipientSerializer(serializers.ModelSerializer):
     """One envelope recipient and how far it got."""
 
-    state = serializers.CharField(
-        read_only=True, help_text="pending, deferred, delivered, failed or deleted."
-    )
+    state = serializers.ChoiceField(choices=Recipient.State.choices, read_only=True)
     queue = serializers.SerializerMethodField(help_text="The queue it waits in (id).")
 
     class Meta:
@@ -130,7 +133,7 @@ class QueueEntrySerializer(serializers.ModelSerializer):
     """The message in one queue: its attempts, next attempt and last reply."""
 
     queue_name = serializers.CharField(source="queue.name", read_only=True)
-    state = serializers.CharField(read_only=True, help_text="ready, retry, frozen or done.")
+    state = serializers.ChoiceField(choices=QueueEntry.State.choices, read_only=True)
 
     class Meta:
         model = QueueEntry
@@ -152,16 +155,21 @@ class QueueEntrySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+#: A message's derived state ("queued" is only a filter: one of the first four).
+MESSAGE_STATES = [c for c in MessageState.choices if c[0] != MessageState.QUEUED]
+
+
 class MessageSerializer(serializers.ModelSerializer):
     """An accepted message: envelope, per-recipient state and its derived state."""
 
-    state = serializers.CharField(
+    state = serializers.ChoiceField(
+        choices=MESSAGE_STATES,
         read_only=True,
         help_text="ready, retry, active or frozen while queued; then delivered, failed, "
         "deleted or completed (mixed outcomes).",
     )
     recipients = serializers.SerializerMethodField()
-    priority = serializers.CharField(read_only=True, help_text="high, normal or low.")
+    priority = serializers.ChoiceField(choices=Priority.choices, read_only=True)
     expires_at = serializers.SerializerMethodField(
         help_text="When the message expires if still undelivered (the earliest of its queues)."
     )
@@ -197,7 +205,7 @@ class MessageSerializer(serializers.ModelSerializer):
             message.recipients.all(), many=True, context={**self.context, "entries": entries}
         ).data
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
     def get_expires_at(self, message: Message) -> Any:
         waiting = [e.expires_at for e in message.entries.all() if e.state != "done"]
         return serializers.DateTimeField().to_representation(min(waiting)) if waiting else None
@@ -324,7 +332,7 @@ class TrackingEventSerializer(serializers.ModelSerializer):
     """One event of Message Tracking: received, routed, transferred, delivered, deferred,
     failed, dsn_sent, deleted (``by`` names the administrator), expired or rejected."""
 
-    kind = serializers.CharField(read_only=True)
+    kind = serializers.ChoiceField(choices=TrackingEvent.Kind.choices, read_only=True)
 
     class Meta:
         model = TrackingEvent

@@ -50,7 +50,7 @@ class RoutingGroupViewSet(AuditedModelViewSet):
 class ServerSerializer(ModelCleanSerializer):
     """A host running a relay worker; its status comes from the worker's heartbeat."""
 
-    status = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=Server.Status.choices, read_only=True)
 
     class Meta:
         model = Server

@@ -206,6 +206,10 @@ SPECTACULAR_SETTINGS = {
         "TlsModeEnum": "servers.models.virtual_server.TlsMode",
         "OutboundAuthEnum": "servers.models.virtual_server.OutboundAuth",
         "ScheduleModeEnum": "connectors.models.ScheduleMode",
+        "QueueStateEnum": "relay.queue.viewer.QueueState",
+        "MessageStateEnum": "relay.api_serializers.MESSAGE_STATES",
+        "RecipientStateEnum": "relay.queue.models.Recipient.State",
+        "QueueEntryStateEnum": "relay.queue.models.QueueEntry.State",
     },
     # Every operation documents the error answers it can give (smtpadmin/api_schema.py).
     "POSTPROCESSING_HOOKS": [

@@ -12,12 +12,12 @@ from pathlib import Path
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from relay.models import LinkQueue, TrackingEvent
+from relay.models import LinkQueue, QueueEntry, TrackingEvent
 from servers.models import AcceptedDomain, Certificate, Mailbox, SmtpCredential, SmtpSession
 from smtpadmin.models import AuditEntry
 from smtpadmin.roles import Role
 from tests.conftest import make_person
-from tests.relay.queue_world import make_queues
+from tests.relay.queue_world import deliver, entry, fail, make_queues
 from tests.relay.test_intake import set_tracking
 
 
@@ -39,6 +39,12 @@ def make_api_world(tmp_path: Path) -> ApiWorld:
     queues.send(["someone@far.test", "other@far.test"], subject="Invoice")
     message = queues.send(["bob@smtpadmin.test"], received_at=timezone.now() - timedelta(hours=2))
     queues.send(["alice@smtpadmin.test", "x@elsewhere.test"])
+    # Messages no longer waiting (no expiry, no queue) and a message tried and frozen.
+    done = queues.send(["carol@far.test"])
+    deliver(entry(done))
+    tried = queues.send(["dave@far.test"])
+    fail(entry(tried))
+    QueueEntry.objects.filter(message=tried).update(state=QueueEntry.State.FROZEN)
     credential = SmtpCredential(username="scanner", send_limit_per_hour=100)
     credential.set_password("scanner-password-1")
     credential.full_clean()
