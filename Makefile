@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # `honcho run` loads .env, so the setup steps see the same settings as the processes.
 WITH_ENV := $(BIN)/honcho run
 
-.PHONY: run install lint test clean
+.PHONY: run install lint test soak clean
 
 run: install
 	$(WITH_ENV) $(BIN)/python manage.py migrate --noinput
@@ -38,6 +38,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The API against its OpenAPI schema with many more generated requests (several minutes).
+soak: install
+	SMTPADMIN_SOAK=1 $(BIN)/pytest tests/smtpadmin/test_schemathesis.py -q -p no:cacheprovider
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:
