@@ -1,6 +1,8 @@
-"""The error answers of the OpenAPI schema, added to every operation by a postprocessing hook
-(``SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]``), so a new endpoint documents them without
-annotations: what each operation can answer follows from its view (authentication,
+"""What the OpenAPI schema says beyond drf-spectacular's defaults, so that it is true of the
+API: request bodies that refuse unknown fields, empty lists and blank text, list filters with
+their limits, and the error answers of every operation. The errors come from a postprocessing
+hook (``SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]``), so a new endpoint documents them
+without annotations: what an operation can answer follows from its view (authentication,
 permissions, throttles, which of create/update/destroy it is) and from its parameters."""
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class StrictFieldsExtension(OpenApiSerializerExtension):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         if direction == "request":
             schema["additionalProperties"] = False
+            # drf-spectacular leaves out that a list may not be empty.
+            for name, field in self.target.fields.items():
+                prop = schema.get("properties", {}).get(name, {})
+                if getattr(field, "allow_empty", True) is False and prop.get("type") == "array":
+                    prop.setdefault("minItems", 1)
         return schema
 
 

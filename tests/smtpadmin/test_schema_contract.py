@@ -192,3 +192,9 @@ def test_the_bulk_filter_lists_the_filters(schema: dict[str, Any]) -> None:
 def test_a_message_no_longer_waiting_has_no_expiry(schema: dict[str, Any]) -> None:
     expires_at = schema["components"]["schemas"]["Message"]["properties"]["expires_at"]
     assert expires_at["nullable"] is True
+
+
+def test_lists_that_may_not_be_empty_say_so(schema: dict[str, Any]) -> None:
+    connector = schema["components"]["schemas"]["ConnectorRequest"]["properties"]
+    assert connector["bridgeheads"]["minItems"] == 1
+    assert connector["address_spaces"]["minItems"] == 1

@@ -73,7 +73,8 @@ def point_at_the_world(case: Any, world: ApiWorld) -> None:
 #: choices): a request the schema allows must never be refused for one of these.
 SCHEMA_SHAPED = re.compile(
     r"This field (does not exist|is required|may not be null|may not be blank)"
-    r"|Ensure this (field|value)|is not a valid choice|A valid (integer|number) is required"
+    r"|Ensure (this (field|value)|there)|is not a valid choice|A valid (integer|number) is required"
+    r"|may not be empty|Enter a (whole )?number"
     r"|Must be (a valid boolean|true or false)|Not a valid string|Expected an? "
     r"|has wrong format|Enter true or false|Give a (value|string|number)"
 )
