@@ -159,6 +159,24 @@ def _error_codes(method: str, view: Any, operation: dict[str, Any]) -> set[str]:
     return codes
 
 
+#: A time of day as the API writes and reads it (no UTC offset, which JSON Schema's "time"
+#: format requires).
+TIME_OF_DAY = r"^([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+
+
+def _as_python_reads_it(prop: dict[str, Any]) -> None:
+    """Formats and patterns that JSON Schema reads differently from Python: a time of day
+    without offset, and \\w (letters of every script in Python, ASCII in JSON Schema)."""
+    for variant in [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]:
+        if variant.get("format") == "time":
+            del variant["format"]
+            variant["pattern"] = TIME_OF_DAY
+        if "\\w" in variant.get("pattern", ""):
+            del variant["pattern"]
+            if variant.get("minLength"):
+                variant["pattern"] = NOT_BLANK
+
+
 def add_error_responses(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
@@ -170,8 +188,12 @@ def add_error_responses(
     for methods in result.get("paths", {}).values():
         for operation in methods.values():
             for parameter in operation.get("parameters", []):
-                if parameter.get("in") == "query" and parameter.get("name") == "page":
-                    parameter["allowEmptyValue"] = True  # ?page= is the first page
+                if parameter.get("in") == "query" and not parameter.get("required"):
+                    # ?page=, ?format=, ?priority= are the same as leaving them out.
+                    parameter["allowEmptyValue"] = True
+    for component in schemas.values():
+        for prop in component.get("properties", {}).values():
+            _as_python_reads_it(prop)
     for path, _regex, method, callback in generator.endpoints or []:
         view = generator.create_view(callback, method)
         operation = result["paths"].get(generator.coerce_path(path, method, view), {})

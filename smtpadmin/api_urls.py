@@ -17,5 +17,6 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     return JsonResponse({"detail": "Not found."}, status=404)
 
 
-# Only paths with the trailing slash: without it, APPEND_SLASH still redirects to the resource.
-urlpatterns = [*api.urls, re_path(r"^.*/$", not_found)]
+# Only paths with the trailing slash (without it, APPEND_SLASH still redirects to the
+# resource); any character, a newline too.
+urlpatterns = [*api.urls, re_path(r"^[\s\S]*/$", not_found)]

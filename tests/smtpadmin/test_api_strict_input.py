@@ -117,6 +117,7 @@ def test_a_number_filter_refuses_a_fraction(api: APIClient, virtual_server: Virt
         ("post", "virtual-servers/1e3/start/"),
         ("post", "queues/x/freeze/"),
         ("get", "no-such-resource/"),
+        ("get", "messages/1%0A2/"),
     ],
 )
 def test_a_path_no_resource_has_is_a_json_404(api: APIClient, method: str, path: str) -> None:

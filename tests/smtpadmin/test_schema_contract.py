@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -198,3 +199,24 @@ def test_lists_that_may_not_be_empty_say_so(schema: dict[str, Any]) -> None:
     connector = schema["components"]["schemas"]["ConnectorRequest"]["properties"]
     assert connector["bridgeheads"]["minItems"] == 1
     assert connector["address_spaces"]["minItems"] == 1
+
+
+def test_optional_query_parameters_may_be_sent_empty(schema: dict[str, Any]) -> None:
+    resolve = schema["paths"]["/api/v1/routing/resolve"]["get"]["parameters"]
+    priority = next(p for p in resolve if p["name"] == "priority")
+    recipient = next(p for p in resolve if p["name"] == "recipient")
+    assert priority["allowEmptyValue"] is True
+    assert "allowEmptyValue" not in recipient
+    content = schema["paths"]["/api/v1/messages/{id}/content/"]["get"]["parameters"]
+    assert next(p for p in content if p["name"] == "format")["allowEmptyValue"] is True
+
+
+def test_times_of_day_and_user_names_are_described_as_python_reads_them(
+    schema: dict[str, Any],
+) -> None:
+    components = schema["components"]["schemas"]
+    daily = components["Connector"]["properties"]["schedule_daily_time"]
+    assert "format" not in daily
+    assert re.match(daily["pattern"], "11:55:21.845000")
+    username = components["UserRequest"]["properties"]["username"]
+    assert username["pattern"] == NOT_BLANK  # letters of every script, as Django takes them
