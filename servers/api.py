@@ -130,15 +130,14 @@ class VirtualServerUpdateSerializer(VirtualServerSerializer):
 class VirtualServerViewSet(AuditedModelViewSet):
     queryset = VirtualServer.objects.select_related("server").all()
     serializer_class = VirtualServerSerializer
+    filterset_fields = ["server", "name", "port", "desired_state", "state"]
+    search_fields = ["name"]
+    ordering_fields = ["name", "id", "port", "server__name"]
 
     def get_serializer_class(self) -> Any:
         if self.action in ("update", "partial_update"):
             return VirtualServerUpdateSerializer
         return VirtualServerSerializer
-
-    filterset_fields = ["server", "name", "port", "desired_state", "state"]
-    search_fields = ["name"]
-    ordering_fields = ["name", "id", "port", "server__name"]
 
     def _set_state(self, request: Request, state: str) -> Response:
         virtual_server = self.get_object()
@@ -485,14 +484,14 @@ class CertificateViewSet(AuditedModelViewSet):
     queryset = Certificate.objects.all()
     serializer_class = CertificateSerializer
 
+    filterset_fields = ["name"]
+    search_fields = ["name", "subject"]
+    ordering_fields = ["name", "id", "not_after"]
+
     def get_serializer_class(self) -> Any:
         if self.action in ("update", "partial_update"):
             return CertificateUpdateSerializer
         return CertificateSerializer
-
-    filterset_fields = ["name"]
-    search_fields = ["name", "subject"]
-    ordering_fields = ["name", "id", "not_after"]
 
 
 api.register("routing-groups", RoutingGroupViewSet)
