@@ -39,9 +39,10 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-# The long run of the hostile-client fuzzing of the SMTP listener (thousands of inputs).
+# The long runs (an hour or more): the ledger fault tests with SMTPADMIN_LEDGER_N messages per
+# fault, the hostile-client fuzzing of the SMTP listener and the API against its schema.
 soak: install
-	SMTPADMIN_SOAK=1 $(BIN)/pytest tests/relay/test_fuzz_smtp.py -p no:cacheprovider --timeout=1800
+	SMTPADMIN_SOAK=1 $(BIN)/pytest tests/ledger tests/relay/test_fuzz_smtp.py tests/smtpadmin/test_schemathesis.py -p no:cacheprovider --timeout=14400 -rs
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from connectors.models import AddressSpace, Connector, check_address_spaces
+from connectors.models import NO_ADDRESS_SPACE, AddressSpace, Connector, check_address_spaces
 from servers.api import OutboundPasswordFields
 from servers.models import VirtualServer
 from smtpadmin.api import AuditedModelViewSet, ModelCleanSerializer, StrictFieldsMixin
@@ -26,7 +26,11 @@ class AddressSpaceSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 class ConnectorSerializer(OutboundPasswordFields, ModelCleanSerializer):
     """An SMTP connector: an outbound route with its address spaces and bridgeheads."""
 
-    address_spaces = AddressSpaceSerializer(many=True)
+    address_spaces = AddressSpaceSerializer(
+        many=True,
+        allow_empty=False,
+        error_messages={"empty": NO_ADDRESS_SPACE},
+    )
     bridgeheads = serializers.PrimaryKeyRelatedField(
         many=True, queryset=VirtualServer.objects.all(), allow_empty=False
     )

@@ -175,6 +175,14 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
             "recipients", Prefetch("entries", QueueEntry.objects.select_related("queue"))
         )
 
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(getattr(self.request, "accepted_renderer", None), EmlRenderer):
+            # An error is JSON, and says so, even when the client asked for the .eml.
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
     def _answer(self, message: Message) -> Response:
         fresh = self.get_queryset().get(pk=message.pk)
         return Response(MessageSerializer(fresh, context=self.get_serializer_context()).data)

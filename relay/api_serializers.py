@@ -6,15 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from relay.queue import actions
-from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
-from relay.queue.search import MessageFilter
-from relay.queue.viewer import last_error, message_headers, queue_state, source
+from relay.queue.models import (
+    LinkQueue,
+    Message,
+    Priority,
+    QueueEntry,
+    Recipient,
+    TrackingEvent,
+)
+from relay.queue.search import MessageFilter, MessageState
+from relay.queue.viewer import QueueState, last_error, message_headers, queue_state, source
 from smtpadmin.api import StrictFieldsMixin, unstorable_text
 
 
@@ -22,9 +29,7 @@ class QueueSerializer(serializers.ModelSerializer):
     """A link queue (one next hop) or a system queue, as Queue Viewer shows it. The state is
     derived: active, ready, retry, scheduled, remote, frozen or disabled."""
 
-    kind = serializers.CharField(
-        read_only=True, help_text="local, connector, smart_host, dns or system."
-    )
+    kind = serializers.ChoiceField(choices=LinkQueue.Kind.choices, read_only=True)
     state = serializers.SerializerMethodField(
         help_text="active, ready, retry, scheduled, remote, frozen or disabled."
     )
@@ -60,6 +65,7 @@ class QueueSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field({"type": "string", "enum": QueueState.values})
     def get_state(self, queue: LinkQueue) -> str:
         now = self.context.get("now") or timezone.now()
         return queue_state(queue, now, disabled=self.context.get("outbound_disabled"))
@@ -100,9 +106,7 @@ class DeletedSerializer(serializers.Serializer):
 class RecipientSerializer(serializers.ModelSerializer):
     """One envelope recipient and how far it got."""
 
-    state = serializers.CharField(
-        read_only=True, help_text="pending, deferred, delivered, failed or deleted."
-    )
+    state = serializers.ChoiceField(choices=Recipient.State.choices, read_only=True)
     queue = serializers.SerializerMethodField(help_text="The queue it waits in (id).")
 
     class Meta:
@@ -129,7 +133,7 @@ class QueueEntrySerializer(serializers.ModelSerializer):
     """The message in one queue: its attempts, next attempt and last reply."""
 
     queue_name = serializers.CharField(source="queue.name", read_only=True)
-    state = serializers.CharField(read_only=True, help_text="ready, retry, frozen or done.")
+    state = serializers.ChoiceField(choices=QueueEntry.State.choices, read_only=True)
 
     class Meta:
         model = QueueEntry
@@ -151,16 +155,21 @@ class QueueEntrySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+#: A message's derived state ("queued" is only a filter: one of the first four).
+MESSAGE_STATES = [c for c in MessageState.choices if c[0] != MessageState.QUEUED]
+
+
 class MessageSerializer(serializers.ModelSerializer):
     """An accepted message: envelope, per-recipient state and its derived state."""
 
-    state = serializers.CharField(
+    state = serializers.ChoiceField(
+        choices=MESSAGE_STATES,
         read_only=True,
         help_text="ready, retry, active or frozen while queued; then delivered, failed, "
         "deleted or completed (mixed outcomes).",
     )
     recipients = serializers.SerializerMethodField()
-    priority = serializers.CharField(read_only=True, help_text="high, normal or low.")
+    priority = serializers.ChoiceField(choices=Priority.choices, read_only=True)
     expires_at = serializers.SerializerMethodField(
         help_text="When the message expires if still undelivered (the earliest of its queues)."
     )
@@ -196,7 +205,7 @@ class MessageSerializer(serializers.ModelSerializer):
             message.recipients.all(), many=True, context={**self.context, "entries": entries}
         ).data
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
     def get_expires_at(self, message: Message) -> Any:
         waiting = [e.expires_at for e in message.entries.all() if e.state != "done"]
         return serializers.DateTimeField().to_representation(min(waiting)) if waiting else None
@@ -225,23 +234,63 @@ class MessageDetailSerializer(MessageSerializer):
         return [{"name": n, "value": v} for n, v in message_headers(message.raw)]
 
 
+def _filter_schema(filter_: Any) -> dict[str, Any]:
+    extra = filter_.extra
+    if isinstance(filter_, django_filters.ModelChoiceFilter):
+        return {"type": "integer", "description": "A queue id."}
+    if isinstance(filter_, django_filters.NumberFilter):
+        limits = {"minimum": extra.get("min_value"), "maximum": extra.get("max_value")}
+        return {"type": "integer", **{k: v for k, v in limits.items() if v is not None}}
+    if isinstance(filter_, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": [value for value, _label in extra["choices"]]}
+    # Text is stripped: a filter of spaces only would filter nothing.
+    return {"type": "string", "pattern": r"\S", "maxLength": extra.get("max_length", 1000)}
+
+
+def _bulk_filter_problem(filter_: Any, value: Any) -> str:
+    if value is None or value == "":
+        return "Give a value, or leave the filter out."
+    if isinstance(filter_, django_filters.NumberFilter | django_filters.ModelChoiceFilter):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "Give a number."
+        return ""
+    if not isinstance(value, str):
+        return "Give a string."
+    return unstorable_text(value)
+
+
+BULK_FILTER_SCHEMA = {
+    "type": "object",
+    "description": "Find Messages' filters, as for the list; at least one.",
+    "properties": {
+        name: {**_filter_schema(filter_), "description": str(filter_.label or name)}
+        for name, filter_ in MessageFilter.base_filters.items()
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+
+
+@extend_schema_field(BULK_FILTER_SCHEMA)
+class BulkFilterField(serializers.DictField):
+    """The filters of a bulk action (checked by ``BulkActionSerializer.validate_filter``)."""
+
+
 class BulkActionSerializer(StrictFieldsMixin, serializers.Serializer):
     """An action on every message a filter finds."""
 
-    filter = serializers.DictField(
+    filter = BulkFilterField(
         help_text="Find Messages' filters, as for the list: sender, recipient, domain, "
         "subject, message_id, queue_id, state, older_than_minutes, newer_than_minutes, "
         "min_size_kb, max_size_kb, queue. At least one."
     )
-    action = serializers.CharField(help_text="freeze, unfreeze or delete.")
+    action = serializers.ChoiceField(
+        choices=list(actions.BULK_ACTIONS),
+        error_messages={"invalid_choice": "Choose freeze, unfreeze or delete."},
+    )
     ndr = serializers.BooleanField(
         default=False, help_text="With delete: send an NDR to each sender."
     )
-
-    def validate_action(self, value: str) -> str:
-        if value not in actions.BULK_ACTIONS:
-            raise serializers.ValidationError("Choose freeze, unfreeze or delete.")
-        return value
 
     def validate_filter(self, value: dict[str, Any]) -> MessageFilter:
         known = MessageFilter.base_filters
@@ -250,11 +299,7 @@ class BulkActionSerializer(StrictFieldsMixin, serializers.Serializer):
         for key, item in value.items():
             if key not in known:
                 errors[key] = ["This filter does not exist."]
-            elif item is None:
-                continue
-            elif isinstance(item, bool) or not isinstance(item, str | int):
-                errors[key] = ["Give a string or a number."]
-            elif problem := unstorable_text(item):
+            elif problem := _bulk_filter_problem(known[key], item):
                 errors[key] = [problem]
             else:
                 data[key] = str(item)
@@ -287,7 +332,7 @@ class TrackingEventSerializer(serializers.ModelSerializer):
     """One event of Message Tracking: received, routed, transferred, delivered, deferred,
     failed, dsn_sent, deleted (``by`` names the administrator), expired or rejected."""
 
-    kind = serializers.CharField(read_only=True)
+    kind = serializers.ChoiceField(choices=TrackingEvent.Kind.choices, read_only=True)
 
     class Meta:
         model = TrackingEvent

@@ -56,7 +56,7 @@ class RoutingGroupViewSet(AuditedModelViewSet):
 class ServerSerializer(ModelCleanSerializer):
     """A host running a relay worker; its status comes from the worker's heartbeat."""
 
-    status = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=Server.Status.choices, read_only=True)
 
     class Meta:
         model = Server
@@ -121,12 +121,29 @@ class VirtualServerSerializer(OutboundPasswordFields, ModelCleanSerializer):
         return {**PROFILES[profile], **attrs}
 
 
+class VirtualServerUpdateSerializer(VirtualServerSerializer):
+    """A change to an SMTP virtual server (a profile applies only when creating)."""
+
+    profile = None  # type: ignore[assignment]
+
+
+@extend_schema_view(
+    update=extend_schema(request=VirtualServerUpdateSerializer, responses=VirtualServerSerializer),
+    partial_update=extend_schema(
+        request=VirtualServerUpdateSerializer, responses=VirtualServerSerializer
+    ),
+)
 class VirtualServerViewSet(AuditedModelViewSet):
     queryset = VirtualServer.objects.select_related("server").all()
     serializer_class = VirtualServerSerializer
     filterset_fields = ["server", "name", "port", "desired_state", "state"]
     search_fields = ["name"]
     ordering_fields = ["name", "id", "port", "server__name"]
+
+    def get_serializer_class(self) -> Any:
+        if self.action in ("update", "partial_update"):
+            return VirtualServerUpdateSerializer
+        return VirtualServerSerializer
 
     def _set_state(self, request: Request, state: str) -> Response:
         virtual_server = self.get_object()
@@ -464,12 +481,39 @@ class CertificateSerializer(ModelCleanSerializer):
         return super()._candidate(plain)
 
 
+class CertificateUpdateSerializer(CertificateSerializer):
+    """A change to a certificate: new PEM text or a new name (generating is for new ones)."""
+
+    generate_self_signed = None  # type: ignore[assignment]
+    common_name = None  # type: ignore[assignment]
+    alt_names = None  # type: ignore[assignment]
+
+    class Meta(CertificateSerializer.Meta):
+        fields = [
+            f
+            for f in CertificateSerializer.Meta.fields
+            if f not in ("generate_self_signed", "common_name", "alt_names")
+        ]
+
+
+@extend_schema_view(
+    update=extend_schema(request=CertificateUpdateSerializer, responses=CertificateSerializer),
+    partial_update=extend_schema(
+        request=CertificateUpdateSerializer, responses=CertificateSerializer
+    ),
+)
 class CertificateViewSet(AuditedModelViewSet):
     queryset = Certificate.objects.all()
     serializer_class = CertificateSerializer
+
     filterset_fields = ["name"]
     search_fields = ["name", "subject"]
     ordering_fields = ["name", "id", "not_after"]
+
+    def get_serializer_class(self) -> Any:
+        if self.action in ("update", "partial_update"):
+            return CertificateUpdateSerializer
+        return CertificateSerializer
 
 
 api.register("routing-groups", RoutingGroupViewSet)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.response import Response
@@ -102,10 +102,47 @@ def unstorable_text(value: Any) -> str:
     return ""
 
 
+#: The JSON type each kind of field takes, as the schema describes it; DRF itself would also
+#: take "25" for 25, 1 for true and {} for a list, which hides mistakes in scripts.
+_JSON_TYPES: list[tuple[type, tuple[type, ...], str]] = [
+    (serializers.BooleanField, (bool,), "Must be true or false."),
+    (serializers.IntegerField, (int,), "A valid integer is required."),
+    (serializers.FloatField, (int, float), "A valid number is required."),
+    (serializers.CharField, (str,), "Not a valid string."),
+    (serializers.MultipleChoiceField, (list,), "Expected a list."),
+    (serializers.ChoiceField, (str,), "Not a valid string."),
+    (serializers.ListField, (list,), "Expected a list."),
+    (serializers.ManyRelatedField, (list,), "Expected a list."),
+    (serializers.ListSerializer, (list,), "Expected a list."),
+    (serializers.PrimaryKeyRelatedField, (int,), "A valid integer is required."),
+    (serializers.DictField, (dict,), "Expected an object."),
+    (serializers.Serializer, (dict,), "Expected an object."),
+]
+
+
+def json_type_problem(field: Any, value: Any) -> str:
+    """Why a JSON value is not of the type of the field ('' when it is, or may be null)."""
+    if value is None:
+        return ""
+    for kind, types, problem in _JSON_TYPES:
+        if isinstance(field, kind):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+                return problem
+            break
+    else:
+        return ""
+    child = getattr(field, "child", None) or getattr(field, "child_relation", None)
+    if isinstance(value, list) and child is not None:
+        for number, item in enumerate(value, 1):
+            if problem := json_type_problem(child, item):
+                return f"Item {number}: {problem}"
+    return ""
+
+
 class StrictFieldsMixin:
     """Refuse fields the resource does not have: a typo ("smarthost") must not be silently
     ignored while the client believes it changed something. Read-only fields are tolerated,
-    so a client may send back what it read."""
+    so a client may send back what it read. Values must have the JSON type of their field."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -113,6 +150,14 @@ class StrictFieldsMixin:
             unknown = sorted(set(data) - set(fields))
             if unknown:
                 raise ValidationError({name: ["This field does not exist."] for name in unknown})
+            mistyped = {
+                name: [problem]
+                for name, value in data.items()
+                if not fields[name].read_only
+                and (problem := json_type_problem(fields[name], value))
+            }
+            if mistyped:
+                raise ValidationError(mistyped)
             # Also inside JSON lists (relay lists, sender lists): a value that could not be
             # stored, or that would make every later answer unencodable, is refused here.
             problems = {
@@ -150,6 +195,14 @@ class ModelCleanSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return extra
 
     def build_standard_field(self, field_name: str, model_field: Any) -> Any:
+        if isinstance(model_field, models.JSONField) and model_field.default is list:
+            # Every JSON field of the configuration is a list of texts (hosts, domains,
+            # addresses); the model's clean() checks each entry.
+            return serializers.ListField, {
+                "child": serializers.CharField(allow_blank=True, trim_whitespace=False),
+                "required": False,
+                "help_text": model_field.help_text or None,
+            }
         field_class, kwargs = super().build_standard_field(field_name, model_field)
         if "validators" in kwargs:
             kwargs["validators"] = [
@@ -228,3 +281,7 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "This object is in use."
     default_code = "conflict"
+
+
+# The schema extensions for these classes register themselves on import.
+from smtpadmin import api_schema  # noqa: E402, F401

@@ -85,6 +85,10 @@ class UserSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     password = serializers.CharField(
         write_only=True,
         required=False,
+        min_length=8,
+        error_messages={
+            "min_length": "This password is too short. It must contain at least 8 characters."
+        },
         max_length=1024,
         trim_whitespace=False,
         style={"input_type": "password"},

@@ -204,7 +204,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "smtpadmin.api_filters.FilterBackend",  # yes/no filters refuse other values
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
@@ -233,7 +233,16 @@ SPECTACULAR_SETTINGS = {
         "TlsModeEnum": "servers.models.virtual_server.TlsMode",
         "OutboundAuthEnum": "servers.models.virtual_server.OutboundAuth",
         "ScheduleModeEnum": "connectors.models.ScheduleMode",
+        "QueueStateEnum": "relay.queue.viewer.QueueState",
+        "MessageStateEnum": "relay.api_serializers.MESSAGE_STATES",
+        "RecipientStateEnum": "relay.queue.models.Recipient.State",
+        "QueueEntryStateEnum": "relay.queue.models.QueueEntry.State",
     },
+    # Every operation documents the error answers it can give (smtpadmin/api_schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "smtpadmin.api_schema.add_error_responses",
+    ],
 }
 
 # Celery: Redis in production; by default an embedded filesystem broker that needs no server.

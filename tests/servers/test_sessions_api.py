@@ -281,4 +281,4 @@ def test_the_schema_documents_each_sessions_endpoint_once() -> None:
     assert set(paths[f"{base}/terminate-all/"]) == {"post"}
     assert not [p for p in paths if "sessions" in p and not p.endswith("/")]
     responses = paths[f"{base}/terminate-all/"]["post"]["responses"]
-    assert set(responses) == {"202"}
+    assert {code for code in responses if code.startswith("2")} == {"202"}
