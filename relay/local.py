@@ -22,6 +22,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from relay.delivery.claims import lease_seconds
 from relay.queue.models import (
     LinkQueue,
     Message,
@@ -33,8 +34,6 @@ from relay.queue.models import (
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import Mailbox
 
-# Local delivery takes milliseconds; a lease this long only matters when a worker died.
-LEASE_SECONDS = 300.0
 DEFAULT_RETRY_MINUTES = (10, 10, 10, 15)
 DELIVERED_REPLY = "250 2.0.0 Delivered to Maildir"
 UNKNOWN_REPLY = "550 5.1.1 <{address}>: mailbox unavailable (unknown or disabled)"
@@ -186,7 +185,8 @@ def deliver_local(entry_id: int, worker: str) -> bool:
     """Deliver one due local queue entry; False when it was not ours to deliver (not due,
     frozen, not local, or another worker got there first). A file-system failure leaves the
     entry in Retry with the next attempt scheduled by the virtual server's retry intervals."""
-    if not QueueEntry.claim(entry_id, worker, seconds=LEASE_SECONDS):
+    # The configured lease: a relay killed mid-delivery holds its entries no longer than that.
+    if not QueueEntry.claim(entry_id, worker, seconds=lease_seconds()):
         return False
     entry = QueueEntry.objects.select_related("queue__server", "message", "virtual_server").get(
         pk=entry_id
