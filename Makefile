@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # `honcho run` loads .env, so the setup steps see the same settings as the processes.
 WITH_ENV := $(BIN)/honcho run
 
-.PHONY: run install lint test clean
+.PHONY: run install lint test soak clean
 
 run: install
 	$(WITH_ENV) $(BIN)/python manage.py migrate --noinput
@@ -38,6 +38,12 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The long variants (SMTPADMIN_SOAK=1), among them the ledger fault tests with
+# SMTPADMIN_LEDGER_N messages per fault (10,000 unless set); prints the ledger figures.
+soak: install
+	SMTPADMIN_SOAK=1 SMTPADMIN_LEDGER_N=$${SMTPADMIN_LEDGER_N:-10000} \
+		$(BIN)/pytest -m soak -p no:cacheprovider --timeout 14400 -rs
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:

@@ -16,10 +16,10 @@ behaviour each test sets, and a record of what they were told.
 
 Stages for ``drop_at`` / ``stall_at``: GREETING (before the banner), EHLO (EHLO or HELO),
 STARTTLS, AUTH, MAIL, RCPT, DATA (the DATA command), END-OF-DATA (after the final dot, before the
-reply), RSET, ACCEPTED (after the sink took the message, before the reply: the client must assume it
-was not delivered, and the copy it sends again is a duplicate). ``after=n`` limits it to connections that have already accepted n messages (a drop
-in the middle of a batch). A reply that starts with 421 is followed by hanging up, as RFC 5321
-section 3.8 says a server does.
+reply), ACCEPTED (the sink took the message, then no reply: the client must assume it was not
+delivered, and the copy it sends again is a duplicate), RSET. ``after=n`` limits it to
+connections that have already accepted n messages (a drop in the middle of a batch). A reply
+that starts with 421 is followed by hanging up, as RFC 5321 section 3.8 says a server does.
 
 Every server listens on 127.0.0.1 only; the fixture stops them after the test.
 """

@@ -19,6 +19,7 @@ import pytest
 
 from tests.dnsserver import DnsServer
 from tests.ledger.harness import ROOT, Rig, environment
+from tests.ledger.ledger import FIGURES
 from tests.ledger.services import PrivatePostgres, PrivateRedis, missing_services
 from tests.relay.harness import free_port
 from tests.sinks import Sink, sink
@@ -26,7 +27,6 @@ from tests.sinks import Sink, sink
 __all__ = ["ledger_rig", "private_postgres", "private_redis", "sink"]
 
 TEMPLATE = "ledger_template"
-FIGURES: list[str] = []  # one line per fault run, printed at the end of the session
 _databases = itertools.count(1)
 
 

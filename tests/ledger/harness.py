@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -44,8 +45,15 @@ class RelayProcess:
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts} ---\n".encode())
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runrelay", "--server", self.server,
-                 "--interval", "0.2"],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "runrelay",
+                    "--server",
+                    self.server,
+                    "--interval",
+                    "0.2",
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -115,8 +123,14 @@ class Rig:
 
     def worker(self) -> CeleryProcess:
         process = CeleryProcess(
-            "worker", "--pool", "solo", "--loglevel", "INFO", "--without-gossip",
-            "--without-mingle", "--without-heartbeat",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
             ready=" ready.",
             env=self.env,
         )
@@ -125,7 +139,11 @@ class Rig:
 
     def beat(self) -> CeleryProcess:
         process = CeleryProcess(
-            "beat", "--loglevel", "INFO", "--schedule", str(self.folder / "beat-schedule"),
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(self.folder / "beat-schedule"),
             ready="beat: Starting",
             env=self.env,
         )
@@ -169,7 +187,7 @@ class Rig:
         )
         return int(rows[0][0])
 
-    def stuck(self) -> list[tuple]:  # type: ignore[type-arg]
+    def stuck(self) -> list[tuple[Any, ...]]:
         """The open queue entries, for a failure report."""
         return self.postgres.query(
             "SELECT m.subject, q.kind, e.state, e.attempts, e.lease_owner, e.lease_until, "

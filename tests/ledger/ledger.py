@@ -25,6 +25,7 @@ from tests.sinks import Sink
 LEDGER = re.compile(rb"^X-Ledger: (\d+)\r?$", re.MULTILINE)
 RETRY_AFTER = 0.5  # seconds before a client tries a deferred message again
 LOCAL_EVERY = 5  # every fifth message goes to the local mailbox, the others to the sink
+FIGURES: list[str] = []  # one line per fault run, printed at the end of the session
 
 
 def recipient(n: int) -> str:
@@ -47,6 +48,7 @@ class Ledger:
     deferred: Counter[int] = field(default_factory=Counter)  # 4xx (any command)
     unanswered: Counter[int] = field(default_factory=Counter)  # the DATA reply never came
     rejected: dict[int, str] = field(default_factory=dict)  # 5xx: must not happen
+    replies: Counter[str] = field(default_factory=Counter)  # the 4xx replies, for the report
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -145,6 +147,7 @@ class LedgerClients:
         """One transaction; the connection to go on with (None: reconnect)."""
         ledger = self.ledger
         in_data = False
+        reply: bytes | str
         try:
             code, reply = client.mail(SENDER)
             if code == 250:
@@ -167,6 +170,8 @@ class LedgerClients:
                 return client
             if 400 <= code < 500:
                 ledger.deferred[n] += 1
+                text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+                ledger.replies[f"{code} {text}"[:80]] += 1
             else:
                 ledger.rejected[n] = f"{code} {reply!r}"
         if 400 <= code < 500:

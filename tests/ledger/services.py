@@ -3,6 +3,7 @@ folder on free loopback ports, so that restarting or flushing them harms nobody 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -21,11 +23,9 @@ PG_USER = "postgres"  # initdb refuses to run as root: the cluster is the postgr
 
 def postgres_bin() -> Path | None:
     """The newest Debian PostgreSQL binaries (/usr/lib/postgresql/<version>/bin)."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
-    )
-    return Path(found[-1]).parent if found else None
+    versions = [Path(p).parent.parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    numbered = sorted((int(v.name), v) for v in versions if v.name.isdigit())
+    return numbered[-1][1] / "bin" if numbered else None
 
 
 def redis_bin() -> str | None:
@@ -54,8 +54,9 @@ class PrivatePostgres:
     which no test does (a stopped or killed server still finds its WAL in the page cache)."""
 
     def __init__(self, *, fsync: bool) -> None:
-        self.bin = postgres_bin()
-        assert self.bin is not None
+        binaries = postgres_bin()
+        assert binaries is not None
+        self.bin: Path = binaries
         self.fsync = fsync
         self.folder = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
         self.data = self.folder / "data"
@@ -76,25 +77,43 @@ class PrivatePostgres:
 
     def start(self) -> PrivatePostgres:
         if not self.data.exists():
-            self._run("initdb", "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                      "--no-sync")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
             f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
             "-c shared_buffers=32MB"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
-                  "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already stopped
             self.stop("immediate")
-        except Exception:  # already stopped
-            pass
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def url(self, database: str) -> str:
@@ -107,11 +126,11 @@ class PrivatePostgres:
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         with self.connect(database) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql)
 
-    def query(self, sql: str, database: str) -> list[tuple]:  # type: ignore[type-arg]
+    def query(self, sql: str, database: str) -> list[tuple[Any, ...]]:
         with self.connect(database) as connection:
-            return list(connection.execute(sql).fetchall())  # type: ignore[arg-type]
+            return list(connection.execute(sql).fetchall())
 
 
 class PrivateRedis:
@@ -133,8 +152,19 @@ class PrivateRedis:
         binary = redis_bin()
         assert binary is not None
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

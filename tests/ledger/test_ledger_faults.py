@@ -14,14 +14,13 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.ledger.conftest import FIGURES
 from tests.ledger.harness import BATCH, Rig
-from tests.ledger.ledger import LedgerClients, figures
+from tests.ledger.ledger import FIGURES, LedgerClients, figures
 
 pytestmark = [pytest.mark.e2e]
 
@@ -62,7 +61,7 @@ def run_ledger(
     settled = rig.settle(accepted, timeout=120 + count / 10)
     census = rig.census()
     result = figures(fault_name, ledger, census, bound(clients), time.monotonic() - started)
-    print(result.line())
+    print(result.line(), dict(ledger.replies.most_common(3)))
     FIGURES.append(result.line())
     assert ledger.rejected == {}, f"5xx answers: {list(ledger.rejected.items())[:5]}"
     assert finished, f"only {result.accepted} of {count} messages were ever answered 250"
@@ -224,7 +223,7 @@ def test_e_a_sink_hanging_up_after_data_gets_the_message_again(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Path:
+def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs as the Maildir drop (root may mount; otherwise the test cannot run)."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
