@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.ledger.harness import BATCH, Rig
-from tests.ledger.ledger import FIGURES, LedgerClients, figures
+from tests.ledger.ledger import FIGURES, LOCAL_EVERY, LedgerClients, figures
 
 pytestmark = [pytest.mark.e2e]
 
@@ -223,22 +223,30 @@ def test_e_a_sink_hanging_up_after_data_gets_the_message_again(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs as the Maildir drop (root may mount; otherwise the test cannot run)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        message = f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}"
-        if os.environ.get("SMTPADMIN_REQUIRE_FAULTS", "") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``small_disk(kilobytes)`` mounts a tmpfs that small as the Maildir drop (root may
+    mount; otherwise the test cannot run); unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def mount(kilobytes: int) -> Path:
+        path = tmp_path / f"small-disk-{len(mounts)}"
+        path.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            reason = f"cannot mount a small tmpfs for the disk-full test: {result.stderr.strip()}"
+            if os.environ.get("SMTPADMIN_REQUIRE_FAULTS", "") == "1":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        mounts.append(path)
+        return path
+
     yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(disk: Path) -> Path:
@@ -252,17 +260,19 @@ def fill(disk: Path) -> Path:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_f_a_full_maildir_disk_defers_and_delivers_exactly_once_when_space_returns(
-    ledger_rig: RigFactory, small_disk: Path, size: str
+    ledger_rig: RigFactory, small_disk: Callable[[int], Path], size: str
 ) -> None:
     count = message_count(size)
-    rig = ledger_rig(drop=small_disk / "maildrop")
+    # Room for every local message (a 4 KB page each, twice over) once the filler is gone.
+    disk = small_disk(1024 + 8 * (count // LOCAL_EVERY + 1))
+    rig = ledger_rig(drop=disk / "maildrop")
     relay = rig.start_relay()
     rig.worker()
     rig.beat()
     full: dict[str, int] = {}
 
     def fill_the_disk(clients: LedgerClients) -> None:
-        filler = fill(small_disk)
+        filler = fill(disk)
         # Local deliveries fail (and wait for their retry) while clients go on sending.
         accepted = clients.accepted_count()
         clients.wait_accepted(accepted + count // 5, timeout=60 + count / 10)
