@@ -3,7 +3,7 @@ smart-host connector and Celery workers) and to a local Maildir while one fault 
 Every message answered 250 must arrive (delivered, or an NDR) at least once; duplicates are
 counted and must stay within the messages in flight at the fault.
 
-Fast variant: a few hundred messages per fault (SMTPADMIN_LEDGER_N, default 200). The soak
+Fast variant: a few hundred messages per fault (SMTPADMIN_LEDGER_FAST_N, default 200). The soak
 variant (``make soak``: SMTPADMIN_SOAK=1, SMTPADMIN_LEDGER_N >= 10000) prints per fault:
 sent, accepted, delivered, lost, duplicates and the bound.
 """
