@@ -6,6 +6,7 @@ behaviour each test sets, and a record of what they were told.
         mx.rcpt = lambda address: "550 5.1.1 No such user" if "nobody" in address else None
         mx.greeting = "421 4.3.2 Not now"                   # answers the connection so, hangs up
         mx.drop_at("END-OF-DATA")                           # hangs up instead of answering the dot
+        mx.drop_at("ACCEPTED")                              # takes the message, then hangs up
         mx.stall_at("DATA", 5.0)                            # waits before answering DATA
         secure = sink(tls=True, names=["mx1.example.org"])  # offers STARTTLS; secure.ca_file
         guarded = sink(auth=("relay", "secret"))            # AUTH PLAIN/LOGIN required
@@ -15,9 +16,10 @@ behaviour each test sets, and a record of what they were told.
 
 Stages for ``drop_at`` / ``stall_at``: GREETING (before the banner), EHLO (EHLO or HELO),
 STARTTLS, AUTH, MAIL, RCPT, DATA (the DATA command), END-OF-DATA (after the final dot, before the
-reply), RSET. ``after=n`` limits it to connections that have already accepted n messages (a drop
-in the middle of a batch). A reply that starts with 421 is followed by hanging up, as RFC 5321
-section 3.8 says a server does.
+reply), ACCEPTED (the sink took the message, then no reply: the client must assume it was not
+delivered, and the copy it sends again is a duplicate), RSET. ``after=n`` limits it to
+connections that have already accepted n messages (a drop in the middle of a batch). A reply
+that starts with 421 is followed by hanging up, as RFC 5321 section 3.8 says a server does.
 
 Every server listens on 127.0.0.1 only; the fixture stops them after the test.
 """
@@ -49,7 +51,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 Reply = str | None  # None: the usual 250
 STAGES = frozenset(
-    {"GREETING", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "END-OF-DATA", "RSET"}
+    {
+        "GREETING",
+        "EHLO",
+        "STARTTLS",
+        "AUTH",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "END-OF-DATA",
+        "ACCEPTED",
+        "RSET",
+    }
 )
 
 
@@ -97,6 +110,7 @@ class Sink:
     commands: list[str] = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
+    drops: int = 0  # connections closed by a drop_at trap
 
     def __post_init__(self) -> None:
         self.host = "127.0.0.1"
@@ -282,6 +296,8 @@ class _Handler:
             with sink._lock:
                 sink.messages.append(message)
             server.accepted += 1
+            if await server.trap("ACCEPTED"):
+                return ""  # not reached: the connection is gone
         return reply or "250 2.0.0 Queued"
 
 
@@ -300,6 +316,8 @@ class SinkSMTP(SMTP):
             await asyncio.sleep(stall.seconds)
         if self.sink._trap(self.sink._drops, stage, self.accepted) is None:
             return False
+        with self.sink._lock:
+            self.sink.drops += 1
         if self.transport is not None:
             self.transport.close()
         await asyncio.get_running_loop().create_future()  # cancelled when the loss is seen
