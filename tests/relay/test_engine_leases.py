@@ -21,14 +21,11 @@ from tests.relay.engine_world import (
     deliver,
     deliver_all,
     entry_of,
-    outbound,
     queue_of,
     recipient,
 )
-from tests.sinks import SinkFactory, sink
+from tests.sinks import SinkFactory
 from tests.threads import TestThread, finish_all
-
-__all__ = ["outbound", "sink"]  # fixtures
 
 
 @pytest.mark.django_db
