@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.smtp.addresses import ParsedAddress, Reply, echo, parse_path
@@ -370,8 +370,8 @@ def test_an_accepted_path_always_names_the_mailbox_aiosmtpd_read(
     if bracketed:
         argument = f"<{argument}>"
     parsed = read(argument)
-    assume(isinstance(parsed, ParsedAddress))
-    assert isinstance(parsed, ParsedAddress)
+    if not isinstance(parsed, ParsedAddress):
+        return
     seen = aiosmtpd_reading(argument)
     assert seen is not None
     seen_domain = seen.rpartition("@")[2]
