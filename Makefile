@@ -36,8 +36,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
+# Test processes (pytest-xdist; 0 = serial). The tests wait on sockets and child processes more
+# than they compute, so a few more workers than cores pay off; the browser tests share one.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:
