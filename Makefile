@@ -36,9 +36,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# Test processes (pytest-xdist; 0 = serial). The tests wait on sockets and child processes more
-# than they compute, so a few more workers than cores pay off; the browser tests share one.
-TEST_WORKERS ?= 3
+# Test processes (pytest-xdist; 0 = serial). Measured on 2 cores: 3 or 4 workers cost more CPU
+# than their socket waits save. Each worker takes one Redis database (see tests/isolation.py).
+TEST_WORKERS ?= 2
 
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
