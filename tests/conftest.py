@@ -11,7 +11,18 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from smtpadmin.roles import Role, set_role
-from tests.dnsserver import dns_server  # noqa: F401  (the loopback DNS server fixture)
+
+# Shared fixtures live in plugin modules, never in (or imported from) a test module. A module is
+# listed before any plugin that imports it, so that pytest can rewrite its asserts.
+pytest_plugins = [
+    "tests.isolation",  # per-process VAR_DIR; per-xdist-worker broker
+    "tests.markers",  # e2e by module, soak only when asked, the browser xdist group
+    "tests.dnsserver",  # dns_server
+    "tests.sinks",  # sink
+    "tests.relay.outbound",  # no_socket_left_open (by usefixtures), refusing_port
+    "tests.relay.engine_world",  # outbound
+    "tests.relay.queue_world",  # queues, admin_api, viewer_api
+]
 
 PASSWORD = "correct horse battery staple"
 

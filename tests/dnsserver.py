@@ -76,6 +76,7 @@ class DnsServer:
         self._delays: dict[dns.name.Name, float] = {}
         self._failures: dict[dns.name.Name, dns.rcode.Rcode] = {}
         self._queries: list[Query] = []
+        self.errors: list[BaseException] = []  # what ``respond`` raised (the fixture fails on it)
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -267,8 +268,10 @@ class DnsServer:
             with self._lock:
                 self._fill(response, question.name, question.rdtype)
             response.to_wire()
-        except Exception:  # a bug in this server: answer, and show it in the test's output
+        except Exception as error:  # a bug in this server: answer, and fail the test later
             traceback.print_exc()
+            with self._lock:
+                self.errors.append(error)
             response = dns.message.make_response(query)
             response.set_rcode(dns.rcode.SERVFAIL)
         if transport == "udp":
@@ -355,3 +358,5 @@ def dns_server(settings: Any) -> Iterator[DnsServer]:
         yield server
     finally:
         server.stop()
+    if server.errors:
+        raise server.errors[0]

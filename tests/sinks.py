@@ -111,6 +111,9 @@ class Sink:
     connections: int = 0
     open_connections: int = 0
     drops: int = 0  # connections closed by a drop_at trap
+    # What the test's own behaviour callbacks raised (aiosmtpd would only answer 500 for it);
+    # the ``sink`` fixture fails the test when there is any.
+    errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.host = "127.0.0.1"
@@ -201,6 +204,14 @@ class Sink:
 
     # -- inside ----------------------------------------------------------------------------
 
+    def _behaviour(self, callback: Callable[[Any], Reply], argument: Any) -> Reply:
+        try:
+            return callback(argument)
+        except Exception as error:  # a failed assert in a callback must fail the test
+            with self._lock:
+                self.errors.append(error)
+            raise
+
     def _record(self, command: str) -> None:
         with self._lock:
             self.commands.append(command)
@@ -261,7 +272,7 @@ class _Handler:
     async def handle_MAIL(
         self, server: SinkSMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        reply = self.sink.mail(address)
+        reply = self.sink._behaviour(self.sink.mail, address)
         if reply is None:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -271,7 +282,7 @@ class _Handler:
     async def handle_RCPT(
         self, server: SinkSMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        reply = self.sink.rcpt(address)
+        reply = self.sink._behaviour(self.sink.rcpt, address)
         if reply is None:
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 Recipient OK"
@@ -291,7 +302,7 @@ class _Handler:
             tls=session.ssl is not None,
             auth_user=auth.login.decode() if isinstance(auth, LoginPassword) else None,
         )
-        reply = sink.data(message)
+        reply = sink._behaviour(sink.data, message)
         if reply is None or reply.startswith("2"):
             with sink._lock:
                 sink.messages.append(message)
@@ -460,3 +471,6 @@ def sink() -> Iterator[SinkFactory]:
     finally:
         for server in started:
             server.stop()
+    errors = [error for server in started for error in server.errors]
+    if errors:
+        raise errors[0]

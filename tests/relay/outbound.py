@@ -19,10 +19,11 @@ OPTIONS = OutboundOptions(helo_name=HELO, timeout=5.0)
 CONTENT = b"From: alice@corp.example\r\nTo: bob@example.org\r\nSubject: Hi\r\n\r\nHello.\r\n"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def no_socket_left_open() -> Iterator[None]:
     """Every socket the client opens is closed before send_batch returns: an unclosed one
-    would warn (ResourceWarning) when collected."""
+    would warn (ResourceWarning) when collected. Modules ask for it for all their tests with
+    ``pytestmark = pytest.mark.usefixtures("no_socket_left_open")``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         yield

@@ -21,17 +21,12 @@ from tests.relay.queue_world import (
     LOCAL_SENDER,
     WORKER,
     Queues,
-    admin_api,
     deliver,
     entry,
     fail,
     lease,
     queue_named,
-    queues,
-    viewer_api,
 )
-
-__all__ = ["admin_api", "queues", "viewer_api"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 

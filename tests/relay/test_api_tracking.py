@@ -14,10 +14,8 @@ from rest_framework.test import APIClient
 
 from relay.models import Message, TrackingEvent
 from relay.queue import actions
-from tests.relay.queue_world import Queues, queues
+from tests.relay.queue_world import Queues
 from tests.relay.test_intake import set_tracking
-
-__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 

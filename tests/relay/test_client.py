@@ -17,22 +17,10 @@ from relay.delivery.client import (
     send_batch,
 )
 from relay.delivery.nexthop import HopPlan
-from tests import sinks
-from tests.relay.outbound import (
-    CONTENT,
-    HELO,
-    OK,
-    OPTIONS,
-    message,
-    no_socket_left_open,
-    plan,
-    refusing_port,
-    replies,
-)
+from tests.relay.outbound import CONTENT, HELO, OK, OPTIONS, message, plan, replies
 from tests.sinks import SinkFactory
 
-sink = sinks.sink  # the fixture, until tests/conftest.py offers it to all
-__all__ = ["no_socket_left_open", "refusing_port", "sink"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("no_socket_left_open")
 
 
 # -- a batch ---------------------------------------------------------------------------------

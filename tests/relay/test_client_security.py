@@ -9,21 +9,11 @@ import pytest
 from relay.delivery.client import OutboundOptions, send_batch
 from relay.delivery.nexthop import Hop, HopPlan, plan_mx
 from relay.dns import make_sync_resolver
-from tests import sinks
 from tests.dnsserver import DnsServer
-from tests.relay.outbound import (
-    HELO,
-    OK,
-    OPTIONS,
-    message,
-    no_socket_left_open,
-    plan,
-    replies,
-)
+from tests.relay.outbound import HELO, OK, OPTIONS, message, plan, replies
 from tests.sinks import SinkFactory
 
-sink = sinks.sink  # the fixture, until tests/conftest.py offers it to all
-__all__ = ["no_socket_left_open", "sink"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("no_socket_left_open")
 
 
 # -- STARTTLS --------------------------------------------------------------------------------

@@ -23,10 +23,7 @@ from tests.relay.queue_world import (
     html_of,
     logged_in,
     queue_named,
-    queues,
 )
-
-__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 

@@ -16,11 +16,9 @@ from django.utils import timezone
 from relay.intake import record_rejected
 from relay.models import Message, TrackingEvent
 from relay.queue import actions
-from tests.relay.queue_world import Queues, html_of, logged_in, queues
+from tests.relay.queue_world import Queues, html_of, logged_in
 from tests.relay.test_api_tracking import relayed_elsewhere
 from tests.relay.test_intake import set_tracking
-
-__all__ = ["queues"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 

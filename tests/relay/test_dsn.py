@@ -37,6 +37,7 @@ from tests.relay.test_intake import (
     make_world,
     set_tracking,
 )
+from tests.threads import TestThread, finish_all
 
 WORKER = "node1/4242"
 
@@ -188,16 +189,15 @@ def test_two_workers_reporting_the_same_failure_at_once_send_one_dsn(world: Worl
         finally:
             connections.close_all()
 
-    one = threading.Thread(target=first)
-    two = threading.Thread(target=second)
+    one = TestThread(first)
+    two = TestThread(second)
     one.start()
     assert first_in.wait(10)
     two.start()
     two.join(0.5)
     assert two.is_alive(), "the second waits for the first's row lock"
     release.set()
-    one.join(10)
-    two.join(10)
+    finish_all([one, two], 10)
 
     assert results["first"] is not None
     assert results["second"] is None

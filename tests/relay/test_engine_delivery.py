@@ -24,13 +24,10 @@ from tests.relay.engine_world import (
     dsns_for,
     entry_of,
     events,
-    outbound,
     queue_of,
     recipient,
 )
-from tests.sinks import SinkFactory, sink
-
-__all__ = ["outbound", "sink"]  # fixtures
+from tests.sinks import SinkFactory
 
 pytestmark = pytest.mark.django_db
 

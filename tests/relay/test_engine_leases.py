@@ -21,13 +21,11 @@ from tests.relay.engine_world import (
     deliver,
     deliver_all,
     entry_of,
-    outbound,
     queue_of,
     recipient,
 )
-from tests.sinks import SinkFactory, sink
-
-__all__ = ["outbound", "sink"]  # fixtures
+from tests.sinks import SinkFactory
+from tests.threads import TestThread, finish_all
 
 
 @pytest.mark.django_db
@@ -119,7 +117,6 @@ def test_workers_delivering_one_queue_at_the_same_time_send_each_message_once(
     queue = queue_of(Recipient.objects.first().message)  # type: ignore[union-attr]
     now = timezone.now()
     results: list[str] = []
-    errors: list[BaseException] = []
 
     def work(name: str) -> None:
         try:
@@ -128,19 +125,15 @@ def test_workers_delivering_one_queue_at_the_same_time_send_each_message_once(
                 results.append(result)
                 if result == "nothing":
                     return
-        except BaseException as exc:  # reported below
-            errors.append(exc)
         finally:
             close_old_connections()
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(f"worker-{n}/1",)) for n in range(4)]
+    threads = [TestThread(work, f"worker-{n}/1") for n in range(4)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(60)
+    finish_all(threads, 60)
 
-    assert errors == []
     delivered = Counter(address for m in mx.messages for address in m.rcpt_tos)
     assert sorted(delivered) == sorted(f"user{n}@example.org" for n in range(count))
     assert set(delivered.values()) == {1}
@@ -166,11 +159,11 @@ def test_a_slow_batch_renews_its_lease_so_nobody_takes_its_mail_meanwhile(
         finally:
             connection.close()
 
-    worker = threading.Thread(target=work)
+    worker = TestThread(work)
     worker.start()
     threading.Event().wait(1.3)  # the first lease would have run out by now
     stolen = claim([entry_of(second, queue).pk], "intruder/2#1", timezone.now())
-    worker.join(10)
+    worker.finish(10)
     assert stolen == []
     assert results == ["sent"]
     assert sorted(r for m in mx.messages for r in m.rcpt_tos) == [

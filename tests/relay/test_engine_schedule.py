@@ -11,17 +11,8 @@ from django.utils import timezone
 from connectors.models import Connector
 from relay.delivery.engine import sweep
 from relay.delivery.schedule import grid_slot, schedule_open
-from tests.relay.engine_world import (
-    Outbound,
-    deliver,
-    entry_of,
-    outbound,
-    queue_of,
-    recipient,
-)
-from tests.sinks import SinkFactory, sink
-
-__all__ = ["outbound", "sink"]  # fixtures
+from tests.relay.engine_world import Outbound, deliver, entry_of, queue_of, recipient
+from tests.sinks import SinkFactory
 
 # Monday 08:00-09:00 every day of the week (quarter hours 32-35).
 EIGHT_TO_NINE_DAILY = ("0" * 32 + "1" * 4 + "0" * 60) * 7

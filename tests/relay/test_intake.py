@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from relay.intake import Envelope, accept, record_rejected
 from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent, new_queue_id
 from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
 from smtpadmin.models import Organization
+from tests.threads import TestThread
 
 pytestmark = pytest.mark.django_db
 
@@ -517,9 +517,9 @@ def test_what_it_accepted_is_visible_to_another_connection_when_it_returns(
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=look)
+    thread = TestThread(look)
     thread.start()
-    thread.join()
+    thread.finish(30)
     assert seen == [(True, 2, 2)]
 
 

@@ -4,7 +4,6 @@ rollover (with a clock the test moves), masking of AUTH secrets, and values with
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from relay.smtp.protocol_log import AUTH_RESPONSE, FIELDS, ProtocolLog
+from tests.threads import TestThread, finish_all
 
 SECRET_PLAIN = "AGFsaWNlAGNvcnJlY3QgaG9yc2U="  # base64("\0alice\0correct horse")
 SECRET_USER = "YWxpY2U="  # base64("alice")
@@ -257,11 +257,10 @@ def test_lines_from_many_threads_stay_whole(protocol_log: ProtocolLog, tmp_path:
         for line in range(200):
             write(protocol_log, "RCPT", f"TO:<user{line}@session{number}.example>")
 
-    threads = [threading.Thread(target=session, args=(n,)) for n in range(8)]
+    threads = [TestThread(session, n) for n in range(8)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    finish_all(threads, 60)
 
     logged = entries(tmp_path / "SMTPSVC1" / "ex250309.log")
     assert len(logged) == 8 * 200

@@ -17,11 +17,9 @@ from django.conf import settings as django_settings
 from relay import tasks
 from relay.models import QueueEntry
 from smtpadmin.celery import app
-from tests.relay.engine_world import Outbound, outbound, queue_of, recipient
+from tests.relay.engine_world import Outbound, queue_of, recipient
 from tests.relay.harness import free_port
-from tests.sinks import SinkFactory, sink
-
-__all__ = ["outbound", "sink"]  # fixtures
+from tests.sinks import SinkFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -142,6 +140,7 @@ def test_enqueueing_can_be_switched_off(
     assert recipient(message).state == "delivered"
 
 
+@pytest.mark.e2e  # a process of its own
 def test_a_broker_that_cannot_be_reached_does_not_hold_up_intake(tmp_path: Path) -> None:
     # A process of its own with a broker nobody answers (a loopback port nobody listens on),
     # so this process's Celery app and its connection pools stay as they are.
