@@ -25,7 +25,7 @@ from tests.relay.celery_harness import CeleryProcess
 from tests.sinks import Sink
 
 ROOT = Path(settings.BASE_DIR)
-LEASE_SECONDS = 5  # a killed worker's batch, or a killed relay's local delivery, is due again this soon
+LEASE_SECONDS = 5  # a killed worker's batch or relay's local delivery is due again this soon
 BATCH = 20  # the virtual server's messages per connection (setup_world)
 
 
