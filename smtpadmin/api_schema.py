@@ -202,11 +202,8 @@ def add_error_responses(
             continue
         responses = operation.setdefault("responses", {})
         for code in sorted(_error_codes(method, view, operation)):
-            if code in responses:
-                continue
             description, body = ERROR_RESPONSES[code]
-            responses[code] = {
-                "description": description,
-                "content": {"application/json": {"schema": body}},
-            }
+            # A view's own annotation keeps its description but gets the shared body.
+            response = responses.setdefault(code, {"description": description})
+            response.setdefault("content", {"application/json": {"schema": body}})
     return result

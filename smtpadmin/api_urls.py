@@ -19,4 +19,4 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
 
 # Only paths with the trailing slash (without it, APPEND_SLASH still redirects to the
 # resource); any character, a newline too.
-urlpatterns = [*api.urls, re_path(r"^[\s\S]*/$", not_found)]
+urlpatterns = [*api.urls, re_path(r"^[\s\S]*/$", not_found, name="not-found")]

@@ -211,6 +211,7 @@ EXCEPTIONS = {
     "api:auth-token": "obtaining a token with a password: public (test_api_auth.py)",
     "schema": "the OpenAPI description: public, it has no data (test_schema.py)",
     "swagger-ui": "Swagger UI, a static page reading /api/schema/ (test_web_hardening.py)",
+    "api:not-found": "a path no resource has: a JSON 404 for anyone (test_api_strict_input.py)",
 }
 # Static files are served by WhiteNoise before URL resolution and never reach the URLconf.
 
