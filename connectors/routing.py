@@ -1,4 +1,4 @@
-"""Routing: which way one recipient goes, and why (SPEC section 4).
+"""Routing: which way one recipient goes, and why.
 
 Pure: ``resolve`` reads a snapshot of the topology made of frozen dataclasses
 (``connectors.snapshot``, built from the database by ``connectors.topology.build_topology``)

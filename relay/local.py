@@ -256,7 +256,7 @@ def _deliver_files(
     outcome = _Outcome()
     message = entry.message
     folded = {r.address.lower() for r in recipients}
-    # Disabled or deleted since RCPT time: the recipient fails now (the DSN is issue 5's).
+    # Disabled or deleted since RCPT time: the recipient fails now and its sender gets a DSN.
     known = set(
         Mailbox.objects.filter(address__in=folded, enabled=True).values_list("address", flat=True)
     )

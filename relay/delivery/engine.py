@@ -1,5 +1,5 @@
 """Outbound delivery of one link queue: claim due entries, open one connection to the next
-hop, send them, record what every recipient's reply means (DESIGN.md, stage 4).
+hop, send them, record what every recipient's reply means.
 
 ``deliver_queue`` is what the Celery task ``relay.tasks.deliver`` runs, and ``sweep`` what
 the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the clock

@@ -1,5 +1,5 @@
 """Routing queued recipients again: when their connector is down (failover to the next-cost
-connector of the same address space, SPEC section 4), disabled, deleted or no longer accepts
+connector of the same address space), disabled, deleted or no longer accepts
 the message (content restrictions changed), and for mail in "Final destination currently
 unreachable" (a route may exist by now).
 

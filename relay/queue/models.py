@@ -1,7 +1,7 @@
 """Messages, recipients, link queues, queue entries and tracking events: the queue is a table.
 
 The relay's intake writes these rows in one transaction before it answers 250; local delivery
-(``relay.local``) and the Celery delivery of issue 5 claim due entries with a lease. Queue
+(``relay.local``) and the Celery delivery claim due entries with a lease. Queue
 states as Queue Viewer shows them (Active, Ready, Retry, Scheduled, Remote, Frozen, Disabled)
 are derived from these rows and from the connector and organization settings, never stored.
 """
@@ -367,7 +367,7 @@ class Recipient(models.Model):
 
 
 class TrackingEvent(models.Model):
-    """One event of Message Tracking (SPEC section 6). Self-contained: it keeps the queue id,
+    """One event of Message Tracking. Self-contained: it keeps the queue id,
     Message-ID, sender and recipient as text, so it outlives the message (kept for the
     organization's retention days). Addresses are lower case, the form searches use."""
 

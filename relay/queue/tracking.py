@@ -1,4 +1,4 @@
-"""Writing message tracking events (SPEC section 6) the same way from every stage."""
+"""Writing message tracking events the same way from every stage."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ POSITIVE = [MinValueValidator(1)]
 MINUTES = [MinValueValidator(1), MaxValueValidator(60 * 24 * 366)]
 LIMIT = [MinValueValidator(1), MaxValueValidator(2_000_000_000)]
 
-# The two default profiles offered when creating a virtual server (SPEC section 2).
+# The two default profiles offered when creating a virtual server, Exchange 2003 and IIS 6 SMTP.
 PROFILES: dict[str, dict[str, Any]] = {
     "exchange2003": {
         "auth_anonymous": True,

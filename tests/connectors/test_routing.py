@@ -1,4 +1,4 @@
-"""The routing function (SPEC section 4), one table row per rule: where a recipient goes and
+"""The routing function, one table row per rule: where a recipient goes and
 which step says why."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Failover (SPEC section 4): a connector whose next hop cannot be reached is marked down for
+"""Failover: a connector whose next hop cannot be reached is marked down for
 a while, its waiting mail is routed again to the next-cost connector of the same address
 space, and new routing decisions come back to it once it is up. Also: mail routed again when
 its connector is disabled or no longer takes it, and mail in "Final destination currently

@@ -181,7 +181,7 @@ def test_an_unknown_ordering_field_is_ignored_not_an_error(api: APIClient) -> No
     assert api.get(f"{API}accepted-domains/", {"ordering": "password_hash"}).status_code == 200
 
 
-# --- the contract field names (DESIGN.md) ----------------------------------------------------
+# --- the field names scripts rely on ----------------------------------------------------
 
 
 def test_virtual_servers_show_the_contract_fields(api: APIClient) -> None:

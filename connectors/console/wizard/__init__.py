@@ -1,4 +1,4 @@
-"""The Internet Mail Wizard (SPEC section 7): a guided setup that picks a server and one of its
+"""The Internet Mail Wizard: a guided setup that picks a server and one of its
 SMTP virtual servers, sending / receiving / both, the accepted domains to receive for, an
 outbound connector (all domains or some, by DNS or smart hosts), checks that relay stays
 closed, shows a summary of every change, and makes them all in one transaction, audited.
