@@ -11,9 +11,12 @@ import asyncio
 import os
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -181,3 +184,14 @@ def process_environment(**extra: str) -> dict[str, str]:
         "SMTPADMIN_DELIVERY_ENQUEUE": "false",
         **extra,
     }
+
+
+def start_runrelay(server_name: str, var_dir: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """A real ``manage.py runrelay`` process for this server, on this test's database."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "runrelay", "--server", server_name, "--interval", "0.2"],
+        cwd=Path(settings.BASE_DIR),
+        env=process_environment(SMTPADMIN_VAR_DIR=str(var_dir), **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

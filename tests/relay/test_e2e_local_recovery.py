@@ -9,7 +9,6 @@ from __future__ import annotations
 import mailbox
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,36 +16,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from relay.models import Message, QueueEntry, Recipient, TrackingEvent
-from tests.relay.harness import process_environment, smtp, wait_for
+from tests.relay.harness import smtp, start_runrelay, wait_for
 from tests.relay.world import World, message
 
-ROOT = Path(settings.BASE_DIR)
 LEASE_SECONDS = 2
 
 
 def start_relay(world: World, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = process_environment(
-        SMTPADMIN_VAR_DIR=str(tmp_path / "var"),
+    return start_runrelay(
+        world.server.name,
+        tmp_path / "var",
         SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS=str(LEASE_SECONDS),
-    )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "runrelay",
-            "--server",
-            world.server.name,
-            "--interval",
-            "0.2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
     )
 
 

@@ -7,38 +7,18 @@ import re
 import signal
 import smtplib
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
-from django.conf import settings
-
 from relay.models import Message
 from servers.models import VirtualServer
-from tests.relay.harness import process_environment, smtp, wait_for
+from tests.relay.harness import smtp, start_runrelay, wait_for
 from tests.relay.world import World, message
 from tests.threads import TestThread, finish_all
 
-ROOT = Path(settings.BASE_DIR)
-
 
 def start_worker(world: World, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = process_environment(SMTPADMIN_VAR_DIR=str(tmp_path / "var"))
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "runrelay",
-            "--server",
-            world.server.name,
-            "--interval",
-            "0.2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return start_runrelay(world.server.name, tmp_path / "var")
 
 
 def listening(port: int) -> bool:
