@@ -10,4 +10,5 @@ class RelayConfig(AppConfig):
             api,  # noqa: F401  (registers the API viewsets)
             checks,  # noqa: F401  (registers the system checks)
             console,  # noqa: F401  (registers the console's navigation nodes)
+            tasks,  # noqa: F401  (registers the delivery publisher of the queue's wake-ups)
         )

@@ -18,6 +18,7 @@ from celery import shared_task
 from django.conf import settings
 
 from relay.delivery import engine
+from relay.queue import dispatch
 
 log = logging.getLogger("relay.delivery")
 
@@ -39,34 +40,41 @@ def worker_id() -> str:
 def deliver(queue_pk: int) -> str:
     """One connection's worth of due mail of one link queue. When more is due afterwards (a
     queue longer than "messages per connection"), the next connection is another task, so
-    other queues get their turn in between and several workers can share a long queue."""
+    other queues get their turn in between and several workers can share a long queue.
+    The queue's wake-up is cleared before the claim: mail committed from then on asks for a
+    task of its own, and mail committed before it is this task's."""
+    dispatch.started(queue_pk)
     result = engine.deliver_queue(queue_pk, worker_id())
     if result in _WORKED and engine.has_due_work(queue_pk):
-        enqueue_queues([queue_pk])
+        dispatch.wake([queue_pk], at_once=True)
     return result
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def sweep() -> int:
     """Expirations, delay notifications and lost work (expired leases, tasks the broker lost):
-    enqueues ``deliver`` for every queue with due work. Returns how many."""
+    wakes every queue with due work that has no deliver task pending (or one asked for
+    longer than ``dispatch.STALE_AFTER`` ago, which the broker may have lost). Returns how
+    many queues have due work."""
     queues = engine.sweep()
-    enqueue_queues(queues)
+    dispatch.wake(queues, at_once=True)
     return len(queues)
 
 
-def enqueue_queues(queue_pks: Iterable[int]) -> None:
+def enqueue_queues(queue_pks: Iterable[int]) -> list[int]:
     """Ask for delivery of these queues now (intake calls this once a message is committed).
     Never raises: when the broker cannot be reached the sweeper finds the work anyway, and the
     caller (an SMTP client waiting for its 250) must not wait for retries. After a failure
     this process publishes nothing for ``BROKER_PAUSE`` seconds: a broker that is down costs
-    one wait (the Redis client alone retries for seconds), not one per message."""
+    one wait (the Redis client alone retries for seconds), not one per message. Returns the
+    queues it published nothing for."""
     global _paused_until
+    pks = list(dict.fromkeys(queue_pks))
     if not getattr(settings, "SMTPADMIN_DELIVERY_ENQUEUE", True):
-        return
+        return pks
     if time.monotonic() < _paused_until:
-        return
-    for pk in dict.fromkeys(queue_pks):
+        return pks
+    for index, pk in enumerate(pks):
         try:
             deliver.apply_async((pk,), retry=False)
         except Exception:  # any broker trouble: the sweeper is the fallback
@@ -78,4 +86,9 @@ def enqueue_queues(queue_pks: Iterable[int]) -> None:
                 BROKER_PAUSE,
                 exc_info=True,
             )
-            return
+            return pks[index:]
+    return []
+
+
+# Wake-ups of the queue core publish through this module's task.
+dispatch.register_publisher(enqueue_queues)

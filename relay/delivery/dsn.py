@@ -33,6 +33,7 @@ from relay.delivery.dsn_report import (
     plain_diagnostic,
 )
 from relay.queue.models import Message, Recipient, TrackingEvent
+from relay.queue.place import enhanced_status
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import AcceptedDomain, VirtualServer
 
@@ -86,7 +87,7 @@ def _hops_from_tracking(message: Message, addresses: Sequence[str]) -> dict[str,
 
 def _status_of(recipient: Recipient, kind: str) -> str:
     status = recipient.status if _ENHANCED.match(recipient.status) else ""
-    status = status or intake.enhanced_status(recipient.last_response)
+    status = status or enhanced_status(recipient.last_response)
     if kind == EXPIRATION:
         return "4.4.7"
     if kind == DELAY and not status.startswith("4."):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import Connector
@@ -46,6 +45,7 @@ from relay.delivery.options import hop_plan, outbound_options, retry_minutes
 from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
 from relay.delivery.results import judge, record
 from relay.delivery.sweeper import expire, sweep
+from relay.queue import dispatch
 from relay.queue.models import UNREACHABLE_KEY, LinkQueue, QueueEntry, Recipient, retry_delay
 from relay.queue.rules import load_rules
 
@@ -274,8 +274,4 @@ def _route_again(queue: LinkQueue, owner: str, now: datetime) -> str:
 
 def _enqueue(queue_pks: set[int]) -> None:
     """Deliver the queues that received mail, once that is committed."""
-    if queue_pks:
-        from relay.tasks import enqueue_queues  # the task module imports this one
-
-        pks = sorted(queue_pks)
-        transaction.on_commit(lambda: enqueue_queues(pks))
+    dispatch.wake(queue_pks)

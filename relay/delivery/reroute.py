@@ -28,8 +28,8 @@ from connectors.topology import build_topology
 from relay.delivery.claims import server_name
 from relay.delivery.dsn import FAILURE
 from relay.delivery.results import send_dsn
-from relay.intake import enhanced_status, queue_spec, spread_key
 from relay.queue.models import LinkQueue, Message, QueueEntry, QueueSpec, Recipient, TrackingEvent
+from relay.queue.place import enhanced_status, queue_spec, spread_key
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import VirtualServer
 from smtpadmin.validators import parse_smart_hosts

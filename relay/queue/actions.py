@@ -27,6 +27,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from relay.queue import dispatch
 from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.tracking import TrackingSettings
 from relay.queue.viewer import OPEN_ENTRY_STATES, QueueState, queue_state, with_columns
@@ -88,13 +89,7 @@ def _username(by: Any) -> str:
 def _enqueue_on_commit(queue_pks: Iterable[int]) -> None:
     """Ask delivery to look at these queues once the change is committed. With the broker
     down nothing is lost (``enqueue_queues`` never raises): the sweeper finds due work."""
-    pks = sorted(set(queue_pks))
-    if not pks:
-        return
-    # Imported late: relay.tasks imports the delivery engine, which imports intake and models.
-    from relay.tasks import enqueue_queues
-
-    transaction.on_commit(lambda: enqueue_queues(pks))
+    dispatch.wake(queue_pks)
 
 
 # --- queues ------------------------------------------------------------------------------

@@ -157,6 +157,8 @@ class LinkQueue(models.Model):
     # Connection-level outcome of the last attempt (per-message results live on the entries).
     last_error = models.TextField(blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A deliver task was asked for at this time and has not started yet (``dispatch``).
+    wake_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

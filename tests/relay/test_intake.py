@@ -14,9 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connectors.models import AddressSpace, Connector
-from relay import intake
 from relay.intake import Envelope, accept, record_rejected
 from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent, new_queue_id
+from relay.queue import place
 from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
 from smtpadmin.models import Organization
 from tests.threads import TestThread
@@ -531,7 +531,7 @@ def test_it_stores_nothing_when_it_fails_half_way(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(intake, "message_event", broken)
+    monkeypatch.setattr(place, "message_event", broken)
 
     with pytest.raises(OSError, match="disk on fire"):
         accept(envelope(world.vs, ["alice@smtpadmin.test", "a@one.test"]))
@@ -547,7 +547,7 @@ def test_it_draws_another_queue_id_when_the_first_is_taken(
 ) -> None:
     taken = accept(envelope(world.vs, ["alice@smtpadmin.test"])).queue_id
     draws = iter([taken, "0FRESHQUEUEID0"])
-    monkeypatch.setattr(intake, "new_queue_id", lambda: next(draws))
+    monkeypatch.setattr(place, "new_queue_id", lambda: next(draws))
 
     accepted = accept(envelope(world.vs, ["bob@smtpadmin.test"]))
 
@@ -560,7 +560,7 @@ def test_it_gives_up_after_a_few_queue_id_clashes(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = accept(envelope(world.vs, ["alice@smtpadmin.test"])).queue_id
-    monkeypatch.setattr(intake, "new_queue_id", lambda: taken)
+    monkeypatch.setattr(place, "new_queue_id", lambda: taken)
 
     with pytest.raises(IntegrityError):
         accept(envelope(world.vs, ["bob@smtpadmin.test"]))

@@ -81,13 +81,16 @@ def test_a_queue_longer_than_one_connection_continues_in_another_task(
 
 
 def test_sweep_enqueues_delivery_of_every_queue_with_due_work(
-    outbound: Outbound, sink: SinkFactory, eager: None
+    outbound: Outbound, sink: SinkFactory, eager: None, settings: Any
 ) -> None:
     first, second = sink(), sink()
     outbound.connector("First", [("first.example", 1)], first.smart_host)
     outbound.connector("Second", [("second.example", 1)], second.smart_host)
+    # Queued while nothing was published (no deliver task is pending for either queue).
+    settings.SMTPADMIN_DELIVERY_ENQUEUE = False
     one = outbound.send(["bob@first.example"])
     two = outbound.send(["bob@second.example"])
+    settings.SMTPADMIN_DELIVERY_ENQUEUE = True
 
     assert tasks.sweep.apply().get() == 2
 

@@ -1,0 +1,87 @@
+"""Wake-ups for delivery: at most one pending deliver task per link queue.
+
+A queue's ``wake_requested_at`` says a deliver task was asked for and has not started yet.
+``wake`` sets it with one conditional UPDATE for the queues that do not have one pending
+(inside the caller's transaction) and, once that commits, publishes a task for exactly the
+queues it flipped; mail committed while the task waits rides on it. The task clears the flag
+before it claims (``started``), so mail committed after that gets a wake-up of its own. A
+publish that fails clears its flags again, and a flag older than ``STALE_AFTER`` counts as
+not pending: the sweeper, which wakes every queue with due work, covers a task the broker
+lost.
+
+The queue core imports no stage: the delivery tasks register the publisher at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from relay.queue.models import LinkQueue
+
+# Publishes a deliver task per queue id; returns the ids it could not publish.
+Publisher = Callable[[Sequence[int]], Sequence[int]]
+
+STALE_AFTER = timedelta(minutes=1)
+
+_publisher: Publisher | None = None
+
+
+def register_publisher(publisher: Publisher | None) -> None:
+    global _publisher
+    _publisher = publisher
+
+
+def publishing() -> bool:
+    """Whether wake-ups are published at all (the test suite's default is not to)."""
+    return _publisher is not None and getattr(settings, "SMTPADMIN_DELIVERY_ENQUEUE", True)
+
+
+def wake(
+    queue_pks: Iterable[int], now: datetime | None = None, *, at_once: bool = False
+) -> list[int]:
+    """Ask for delivery of these queues once the current transaction commits (at once
+    outside one, or with ``at_once`` when the caller's work needs no commit first: the
+    tasks themselves). Returns the queues whose flag this call set: only those get a task."""
+    pks = sorted(set(queue_pks))
+    if not pks or not publishing():
+        return []
+    flipped = _flip(pks, now or timezone.now())
+    if flipped and at_once:
+        _publish(flipped)
+    elif flipped:
+        transaction.on_commit(lambda: _publish(flipped))
+    return flipped
+
+
+def started(queue_pk: int) -> None:
+    """A deliver task of this queue starts: mail committed from now on needs a new wake-up."""
+    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__isnull=False).update(
+        wake_requested_at=None
+    )
+
+
+def _flip(pks: Sequence[int], now: datetime) -> list[int]:
+    """One UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): the flags this call set."""
+    table = connection.ops.quote_name(LinkQueue._meta.db_table)
+    marks = ", ".join(["%s"] * len(pks))
+    # The table name is the model's and every value a parameter.
+    sql = (
+        f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) "  # noqa: S608
+        "AND (wake_requested_at IS NULL OR wake_requested_at < %s) RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *pks, now - STALE_AFTER])
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _publish(pks: Sequence[int]) -> None:
+    publisher = _publisher
+    failed = list(pks) if publisher is None else list(publisher(pks))
+    if failed:
+        # Not pending after all: the next sweep (or message) may wake them again.
+        LinkQueue.objects.filter(pk__in=failed).update(wake_requested_at=None)
