@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connectors.snapshot import AcceptedDomainFacts
+from relay.queue.timings import DeliveryTimes
 
 KB = 1024
 
@@ -53,6 +54,9 @@ class ListenerConfig:
     max_hop_count: int = 15
     reverse_dns_lookup: bool = False
     external_dns_servers: tuple[str, ...] = ()
+    # Intake: expiration and delay-notification times of this and every other virtual
+    # server (a connector's bridgehead decides for the mail it delivers).
+    delivery_times: tuple[DeliveryTimes, ...] = ()
 
     @property
     def binding(self) -> tuple[str | None, int]:

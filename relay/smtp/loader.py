@@ -16,6 +16,7 @@ from django.db.models import Count, Max
 
 from connectors.snapshot import AcceptedDomainFacts, AcceptedDomainType, Topology
 from connectors.topology import build_topology
+from relay.queue.place import all_delivery_times
 from relay.smtp.config import KB, Directory, ListenerConfig, OrganizationPolicy
 from servers.models import AcceptedDomain, Mailbox, VirtualServer
 from smtpadmin.models import Organization
@@ -143,8 +144,11 @@ def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayCon
         for vs in virtual_servers
         if vs.certificate is not None
     }
+    times = all_delivery_times()
     return RelayConfiguration(
-        listeners=tuple(listener_config(vs) for vs in virtual_servers),
+        listeners=tuple(
+            replace(listener_config(vs), delivery_times=times) for vs in virtual_servers
+        ),
         topologies=topologies(virtual_servers),
         organization=organization_policy(Organization.get()),
         directory=directory,

@@ -41,13 +41,14 @@ from aiosmtpd.smtp import (
 from django.utils import timezone
 
 from relay.dns import dnsbl_listing, reverse_name
+from relay.intake import Accepted, accept, draft_request
 from relay.intake import Envelope as IntakeEnvelope
-from relay.intake import accept
 from relay.queue.tracking import RefusalReport, RefusalTally, record_refusals
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import backoff_delay, check_credentials
 from relay.smtp.config import ListenerConfig
+from relay.smtp.runtime import receiver
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
@@ -720,8 +721,16 @@ class RelaySMTP(SMTP):
             esmtp=bool(self.session and self.session.extended_smtp),
             smtputf8=bool(envelope.smtp_utf8),
         )
+        topology = self.listener.topology
         try:
-            accepted = await self.runtime.run(accept, intake, self.listener.topology)
+            if topology is None:  # no snapshot yet: intake reads the configuration itself
+                accepted = await self.runtime.run(accept, intake)
+            else:
+                request = draft_request(
+                    intake, topology, receiver(self.config, self.runtime.organization)
+                )
+                # The writer commits it with the messages of other sessions, before the 250.
+                accepted = Accepted.of(await self.runtime.writer.place(request))
         except Exception:
             log.exception("intake failed for a message from %s", self.client_address)
             return "451 4.3.0 Temporary failure storing the message; try again later"

@@ -1,5 +1,6 @@
 """What every session of a relay worker shares: the organization-wide snapshots, the thread
-pool that runs database work and password checks off the event loop, and the DNS resolvers."""
+pool that runs database work and password checks off the event loop, the DNS resolvers, and
+the writer that commits the messages of all sessions (group commit)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 
 from relay.dns import make_resolver
-from relay.smtp.config import Directory, OrganizationPolicy
+from relay.queue.place import Placed, Receiver, Request, place_durably
+from relay.queue.tracking import TrackingSettings
+from relay.smtp.config import Directory, ListenerConfig, OrganizationPolicy
 
 log = logging.getLogger("relay.smtp")
 
@@ -32,6 +35,87 @@ def _in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         close_old_connections()
 
 
+# At most this many messages in one transaction (a burst is cut into several).
+BATCH_LIMIT = 256
+
+
+def receiver(config: ListenerConfig, organization: OrganizationPolicy) -> Receiver:
+    """What placement needs of the receiving virtual server, from the relay's snapshot."""
+    return Receiver(
+        virtual_server_id=config.id,
+        virtual_server_name=config.name,
+        server_id=config.server_id,
+        server_name=config.server_name,
+        fqdn=config.fqdn,
+        times=config.delivery_times,
+        tracking=TrackingSettings(
+            enabled=organization.message_tracking_enabled,
+            subjects=organization.subject_logging_enabled,
+        ),
+    )
+
+
+def _write_batch(requests: list[Request]) -> list[Placed | Exception]:
+    """In the writer's thread: one transaction for the batch. The thread keeps its database
+    connection open across batches (no connect per batch, SQLite included); one that failed
+    is checked before the next batch and replaced when broken."""
+    if connection.errors_occurred:
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
+    return place_durably(requests)
+
+
+class GroupWriter:
+    """The relay process's one writer. Sessions hand it their finished messages and wait;
+    it writes everything waiting in ONE transaction in its own database thread, and each
+    session gets its answer (its 250) only after that commit. While one batch commits the
+    next accumulates, so batches grow with the load and a lone message waits for nothing."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
+        self.waiting: list[tuple[Request, asyncio.Future[Placed]]] = []
+        self.draining: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed or tried (for tests and statistics)
+
+    async def place(self, request: Request) -> Placed:
+        """Place one message; return once it is committed (raise when it could not be)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Placed] = loop.create_future()
+        self.waiting.append((request, future))
+        if self.draining is None:
+            self.draining = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                batch = self.waiting[:BATCH_LIMIT]
+                del self.waiting[:BATCH_LIMIT]
+                self.batches += 1
+                requests = [request for request, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self.executor, _write_batch, requests)
+                except Exception as error:  # the thread itself failed: nobody is placed
+                    results = [error] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the session is gone (cancelled)
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.draining = None
+
+    def shutdown(self) -> None:
+        """Finish the batch in hand, then close the writer thread's connection."""
+        self.executor.submit(connections.close_all)
+        self.executor.shutdown(wait=True, cancel_futures=False)
+
+
 @dataclass
 class RelayRuntime:
     """Shared by the listeners of one worker; the supervisor swaps the snapshots in place."""
@@ -43,6 +127,7 @@ class RelayRuntime:
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="relay-db")
     )
     resolvers: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    writer: GroupWriter = field(default_factory=GroupWriter)
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (ORM, hashing) in the pool and wait for it without blocking."""
@@ -72,3 +157,4 @@ class RelayRuntime:
         for _ in range(size):
             self.executor.submit(close_connections)
         self.executor.shutdown(wait=True, cancel_futures=False)
+        self.writer.shutdown()
