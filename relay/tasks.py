@@ -53,11 +53,10 @@ def deliver(queue_pk: int) -> str:
 @shared_task(acks_late=True, ignore_result=True)
 def sweep() -> int:
     """Expirations, delay notifications and lost work (expired leases, tasks the broker lost):
-    wakes every queue with due work that has no deliver task pending (or one asked for
-    longer than ``dispatch.STALE_AFTER`` ago, which the broker may have lost). Returns how
-    many queues have due work."""
+    enqueues ``deliver`` for every queue with due work, a task pending or not (the broker may
+    have lost it). Returns how many."""
     queues = engine.sweep()
-    dispatch.wake(queues, at_once=True)
+    dispatch.wake(queues, at_once=True, every=True)
     return len(queues)
 
 

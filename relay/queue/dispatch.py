@@ -1,13 +1,14 @@
-"""Wake-ups for delivery: at most one pending deliver task per link queue.
+"""Wake-ups for delivery: mail placed in a link queue publishes a deliver task only when the
+queue has none pending.
 
 A queue's ``wake_requested_at`` says a deliver task was asked for and has not started yet.
 ``wake`` sets it with one conditional UPDATE for the queues that do not have one pending
 (inside the caller's transaction) and, once that commits, publishes a task for exactly the
 queues it flipped; mail committed while the task waits rides on it. The task clears the flag
 before it claims (``started``), so mail committed after that gets a wake-up of its own. A
-publish that fails clears its flags again, and a flag older than ``STALE_AFTER`` counts as
-not pending: the sweeper, which wakes every queue with due work, covers a task the broker
-lost.
+publish that fails clears its flags again. The sweeper (``every=True``) asks for every queue
+with due work as before, pending or not, so a task the broker lost is replaced within a
+sweep; and a flag older than ``STALE_AFTER`` no longer holds back the wake-ups of new mail.
 
 The queue core imports no stage: the delivery tasks register the publisher at import.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -42,15 +44,20 @@ def publishing() -> bool:
 
 
 def wake(
-    queue_pks: Iterable[int], now: datetime | None = None, *, at_once: bool = False
+    queue_pks: Iterable[int],
+    now: datetime | None = None,
+    *,
+    at_once: bool = False,
+    every: bool = False,
 ) -> list[int]:
     """Ask for delivery of these queues once the current transaction commits (at once
     outside one, or with ``at_once`` when the caller's work needs no commit first: the
-    tasks themselves). Returns the queues whose flag this call set: only those get a task."""
+    tasks themselves). Returns the queues whose flag this call set: only those get a task;
+    with ``every`` (the sweeper) that is all of them."""
     pks = sorted(set(queue_pks))
     if not pks or not publishing():
         return []
-    flipped = _flip(pks, now or timezone.now())
+    flipped = _flip(pks, now or timezone.now(), every=every)
     if flipped and at_once:
         _publish(flipped)
     elif flipped:
@@ -65,17 +72,19 @@ def started(queue_pk: int) -> None:
     )
 
 
-def _flip(pks: Sequence[int], now: datetime) -> list[int]:
+def _flip(pks: Sequence[int], now: datetime, *, every: bool) -> list[int]:
     """One UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): the flags this call set."""
     table = connection.ops.quote_name(LinkQueue._meta.db_table)
     marks = ", ".join(["%s"] * len(pks))
+    pending = "" if every else "AND (wake_requested_at IS NULL OR wake_requested_at < %s) "
     # The table name is the model's and every value a parameter.
     sql = (
         f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) "  # noqa: S608
-        "AND (wake_requested_at IS NULL OR wake_requested_at < %s) RETURNING id"
+        f"{pending}RETURNING id"
     )
+    parameters: list[Any] = [now, *pks] if every else [now, *pks, now - STALE_AFTER]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, *pks, now - STALE_AFTER])
+        cursor.execute(sql, parameters)
         return sorted(row[0] for row in cursor.fetchall())
 
 
