@@ -27,6 +27,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from relay.delivery.dsn import submit_dsn
 from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.tracking import TrackingSettings
 from relay.queue.viewer import OPEN_ENTRY_STATES, QueueState, queue_state, with_columns
@@ -394,9 +395,6 @@ DsnSubmitter = Callable[..., "str | None"]
 
 
 def _dsn_submitter() -> DsnSubmitter:
-    # Imported late: the DSN module imports intake, which imports the delivery tasks.
-    from relay.delivery.dsn import submit_dsn
-
     return submit_dsn
 
 
