@@ -7,6 +7,12 @@ directory entry is fsynced before we record the delivery. The file's name comes 
 entry and the mailbox, the same on every attempt: when the relay dies between the file and the
 database row, the next attempt finds the file (in ``new/``, or in ``cur/`` where a reader moved
 it) and records it instead of writing a second copy. Nothing is lost.
+
+The entries are claimed, attempted and recorded as remote delivery's are: the queue's one
+lease protocol (for ``SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS``), the one dequeuer
+(``relay.delivery.engine.deliver_claimed``) with ``MaildirTransport`` as the transport, and
+the one ``record`` of outcomes (retry times on the virtual server's intervals, tracking, a
+failure DSN for a mailbox gone since RCPT).
 """
 
 from __future__ import annotations
