@@ -226,6 +226,8 @@ def record(
     tally = Tally()
     tracking = TrackingSettings.load()
     with transaction.atomic():
+        # Entries, then recipients: the order the administrator's actions lock them in, so
+        # a deletion at the same moment waits for this or this for it, never both at once.
         held = set(
             QueueEntry.objects.select_for_update()
             .filter(pk__in=[e.pk for e in entries], lease_owner=owner)
