@@ -7,6 +7,12 @@ directory entry is fsynced before we record the delivery. The file's name comes 
 entry and the mailbox, the same on every attempt: when the relay dies between the file and the
 database row, the next attempt finds the file (in ``new/``, or in ``cur/`` where a reader moved
 it) and records it instead of writing a second copy. Nothing is lost.
+
+The entries are claimed, attempted and recorded as remote delivery's are: the queue's one
+lease protocol (for ``SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS``), the one dequeuer
+(``relay.delivery.engine.deliver_claimed``) with ``MaildirTransport`` as the transport, and
+the one ``record`` of outcomes (retry times on the virtual server's intervals, tracking, a
+failure DSN for a mailbox gone since RCPT).
 """
 
 from __future__ import annotations
@@ -18,43 +24,43 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from relay.queue.models import (
-    LinkQueue,
-    QueueEntry,
-    Recipient,
-    TrackingEvent,
-    retry_delay,
-)
-from relay.queue.tracking import TrackingSettings, message_event
+from relay.delivery.engine import deliver_claimed
+from relay.delivery.paths import path_component
+from relay.delivery.transports import Batch, Sent
+from relay.queue import leases
+from relay.queue.leases import claim, claim_due, local_lease_seconds, new_owner
+from relay.queue.models import LinkQueue, QueueEntry, Recipient
+from relay.queue.outcomes import DEFERRED, DELIVERED, FAILED, Handoff, Verdict
 from servers.models import Mailbox
 from smtpadmin.private import FILE_MODE, private_directory
 
-DEFAULT_LEASE_SECONDS = 60
-DEFAULT_RETRY_MINUTES = (10, 10, 10, 15)
+__all__ = [
+    "MaildirTransport",
+    "deliver_due_local",
+    "deliver_local",
+    "find_delivered",
+    "maildir_bytes",
+    "maildir_name",
+    "maildir_path",
+    "path_component",
+    "write_maildir",
+]
+
+LOCAL_HOP = "local delivery"  # the next hop tracking names
+LOCAL_ENTRY_LOAD = ("message", "virtual_server__server", "queue__server", "queue__connector")
 DELIVERED_REPLY = "250 2.0.0 Delivered to Maildir"
 UNKNOWN_REPLY = "550 5.1.1 <{address}>: mailbox unavailable (unknown or disabled)"
 FAILED_REPLY = "451 4.3.0 Local delivery failed: {error}"
 
 
 # --- Maildir, pure file work -------------------------------------------------------------
-
-
-def path_component(text: str) -> str:
-    """A domain or local part as one directory name: no '/', '\\' or NUL (or other control
-    character), no '..', not hidden."""
-    cleaned = "".join("_" if ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
-    cleaned = cleaned.replace("..", "__")
-    if not cleaned or cleaned.startswith("."):
-        cleaned = "_" + cleaned
-    return cleaned
 
 
 def maildir_path(drop_directory: str | Path, address: str) -> Path:
@@ -77,14 +83,6 @@ def unique_name(now: float | None = None) -> str:
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
     random = f"{secrets.randbits(32):08x}{_counter:x}"
     return f"{seconds}.M{micro}P{os.getpid()}R{random}.{host}"
-
-
-def lease_seconds() -> float:
-    """``SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS``: how long a local delivery holds its entry,
-    and so how long its mail waits when the relay dies. Not Celery's lease: that one must
-    outlast a whole SMTP batch on the network, while a Maildir delivery takes milliseconds
-    and, being idempotent, costs only a redundant look when a lease runs out too soon."""
-    return float(getattr(settings, "SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
 
 
 def maildir_name(received: datetime, queue_id: str, entry_id: int, mailbox: str, host: str) -> str:
@@ -215,7 +213,7 @@ def maildir_bytes(content: bytes, *, sender: str, recipient: str) -> bytes:
     return (header + content).replace(b"\r\n", b"\n")
 
 
-# --- delivering a queue entry ------------------------------------------------------------
+# --- delivering queue entries --------------------------------------------------------------
 
 
 class Attempt(enum.Enum):
@@ -223,37 +221,11 @@ class Attempt(enum.Enum):
     AGAIN = "again"  # one did, and may have died after writing files but before recording
 
 
-def claim(entry_id: int, worker: str) -> Attempt | None:
-    """Take the lease on a due entry for ``lease_seconds()``, marking that an attempt began
-    (``last_attempt_at``, which nothing clears); None when it is not due or another worker
-    got there first (each UPDATE is conditional: of two workers, one changes the row)."""
-    now = timezone.now()
-    taken = {
-        "lease_owner": worker,
-        "lease_until": now + timedelta(seconds=lease_seconds()),
-        "last_attempt_at": now,
-    }
-    due = QueueEntry.objects.due(now).filter(pk=entry_id)
-    if due.filter(last_attempt_at__isnull=True).update(**taken):
-        return Attempt.FIRST
-    if due.update(**taken):
-        return Attempt.AGAIN
-    return None
-
-
-@dataclass
-class _Outcome:
-    delivered: list[Recipient] = field(default_factory=list)
-    unknown: list[Recipient] = field(default_factory=list)
-    deferred: list[Recipient] = field(default_factory=list)
-    paths: dict[int, Path] = field(default_factory=dict)  # recipient pk -> file
-    error: str = ""
-
-
 def _deliver_files(
-    entry: QueueEntry, recipients: list[Recipient], drop: str, host: str, attempt: Attempt
-) -> _Outcome:
-    outcome = _Outcome()
+    entry: QueueEntry, recipients: Sequence[Recipient], drop: str, host: str, attempt: Attempt
+) -> list[Verdict]:
+    """A verdict per recipient: delivered (its file), failed (no such mailbox any more) or
+    deferred (the file system refused)."""
     message = entry.message
     folded = {r.address.lower() for r in recipients}
     # Disabled or deleted since RCPT time: the recipient fails now and its sender gets a DSN.
@@ -262,30 +234,61 @@ def _deliver_files(
     )
     content = message.raw
     written: dict[str, Path] = {}  # one file per mailbox, however the address was spelled
+    verdicts: list[Verdict] = []
     for recipient in recipients:
         address = recipient.address.lower()
         if address not in known:
-            outcome.unknown.append(recipient)
+            unknown = UNKNOWN_REPLY.format(address=recipient.address)
+            verdicts.append(Verdict(recipient, FAILED, unknown, "5.1.1"))
             continue
-        if address in written:
-            outcome.delivered.append(recipient)
-            outcome.paths[recipient.pk] = written[address]
-            continue
-        try:
-            path = write_maildir(
-                maildir_path(drop, address),
-                maildir_bytes(content, sender=message.sender, recipient=address),
-                maildir_name(message.received_at, message.queue_id, entry.pk, address, host),
-                fresh=attempt is Attempt.FIRST,
+        if address not in written:
+            try:
+                written[address] = write_maildir(
+                    maildir_path(drop, address),
+                    maildir_bytes(content, sender=message.sender, recipient=address),
+                    maildir_name(message.received_at, message.queue_id, entry.pk, address, host),
+                    fresh=attempt is Attempt.FIRST,
+                )
+            except OSError as exc:
+                failure = FAILED_REPLY.format(error=f"{type(exc).__name__}: {exc}")
+                verdicts.append(Verdict(recipient, DEFERRED, failure, "4.3.0"))
+                continue
+        path = str(written[address])
+        verdicts.append(Verdict(recipient, DELIVERED, DELIVERED_REPLY, "2.0.0", detail=path))
+    return verdicts
+
+
+@dataclass(frozen=True)
+class MaildirTransport:
+    """Local delivery's transport: every recipient's file in its Maildir under ``drop``,
+    named for ``host`` (the server's name)."""
+
+    drop: str
+    host: str
+
+    def send(self, batch: Batch) -> Sent:
+        verdicts: dict[int, tuple[Verdict, ...]] = {}
+        for entry in batch.entries:
+            attempt = Attempt.FIRST if entry.pk in batch.first_attempts else Attempt.AGAIN
+            recipients = batch.recipients.get(entry.pk, ())
+            verdicts[entry.pk] = tuple(
+                _deliver_files(entry, recipients, self.drop, self.host, attempt)
             )
-        except OSError as exc:
-            outcome.deferred.append(recipient)
-            outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
-            continue
-        written[address] = path
-        outcome.delivered.append(recipient)
-        outcome.paths[recipient.pk] = path
-    return outcome
+            batch.renew()
+        return Sent(verdicts, Handoff(hop=LOCAL_HOP, transferred=False))
+
+
+def _deliver(queue_pk: int, entries: Sequence[QueueEntry], owner: str, now: datetime) -> bool:
+    """Deliver entries ``owner`` claimed from a local queue; False (and the claim given up)
+    when the queue was frozen (or lost its server) since it was looked at."""
+    queue = LinkQueue.objects.select_related("server").get(pk=queue_pk)
+    if queue.frozen or queue.server is None:
+        leases.release([e.pk for e in entries], owner)
+        return False
+    server = queue.server
+    transport = MaildirTransport(server.effective_drop_directory, server.name)
+    deliver_claimed(transport, queue, entries, owner, now, seconds=local_lease_seconds())
+    return True
 
 
 def deliver_local(entry_id: int, worker: str) -> bool:
@@ -295,157 +298,34 @@ def deliver_local(entry_id: int, worker: str) -> bool:
     local = QueueEntry.objects.filter(
         pk=entry_id, queue__kind=LinkQueue.Kind.LOCAL, queue__server__isnull=False
     )
-    if not local.filter(queue__frozen=False).exists():
+    queue_pk = local.filter(queue__frozen=False).values_list("queue_id", flat=True).first()
+    if queue_pk is None:
         return False
-    attempt = claim(entry_id, worker)
-    if attempt is None:
-        return False
-    entry = QueueEntry.objects.select_related("queue__server", "message", "virtual_server").get(
-        pk=entry_id
-    )
-    queue = entry.queue
-    if queue.frozen or queue.server is None:  # frozen since we looked
-        entry.leased_to(worker).update(lease_owner="", lease_until=None)
-        return False
-    recipients = list(entry.recipients.filter(state__in=Recipient.OPEN_STATES).order_by("pk"))
-    server = queue.server
-    drop = server.effective_drop_directory
-    outcome = _deliver_files(entry, recipients, drop, server.name, attempt)
-    _record(entry, worker, outcome, server.name)
-    return True
-
-
-def _record(entry: QueueEntry, worker: str, outcome: _Outcome, server_name: str) -> None:
     now = timezone.now()
-    for recipient in outcome.delivered:
-        recipient.state = Recipient.State.DELIVERED
-        recipient.status = "2.0.0"
-        recipient.last_response = DELIVERED_REPLY
-        recipient.completed_at = now
-    for recipient in outcome.unknown:
-        recipient.state = Recipient.State.FAILED
-        recipient.status = "5.1.1"
-        recipient.last_response = UNKNOWN_REPLY.format(address=recipient.address)
-        recipient.completed_at = now
-    failure = FAILED_REPLY.format(error=outcome.error)
-    for recipient in outcome.deferred:
-        recipient.state = Recipient.State.DEFERRED
-        recipient.status = "4.3.0"
-        recipient.last_response = failure
-    changed = outcome.delivered + outcome.unknown + outcome.deferred
-    with transaction.atomic():
-        # Only while our lease holds: if it ran out, the entry is another attempt's, which
-        # finds the files we wrote (same names) and records them itself, once.
-        if not entry.leased_to(worker).update(**_entry_outcome(entry, outcome, failure, now)):
-            return
-        if changed:
-            Recipient.objects.bulk_update(
-                changed, ["state", "status", "last_response", "completed_at"]
-            )
-        tracking = TrackingSettings.load()
-        if tracking.enabled and changed:
-            TrackingEvent.objects.bulk_create(_events(entry, outcome, failure, server_name, now))
-        if outcome.unknown:
-            # A mailbox gone since RCPT: the sender hears of it (never for a null sender:
-            # submit_dsn sends that to badmail instead). Imported here: DSNs deliver locally.
-            from relay.delivery.dsn import FAILURE, submit_dsn
-
-            submit_dsn(entry.message_id, [r.pk for r in outcome.unknown], FAILURE, now=now)
-
-
-def _entry_outcome(
-    entry: QueueEntry, outcome: _Outcome, failure: str, now: datetime
-) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "attempts": entry.attempts + 1,
-        "last_attempt_at": now,
-        "lease_owner": "",
-        "lease_until": None,
-    }
-    if outcome.deferred:
-        vs = entry.virtual_server
-        minutes = (
-            (
-                vs.retry_first_minutes,
-                vs.retry_second_minutes,
-                vs.retry_third_minutes,
-                vs.retry_subsequent_minutes,
-            )
-            if vs is not None
-            else DEFAULT_RETRY_MINUTES
-        )
-        fields.update(
-            state=QueueEntry.State.RETRY,
-            next_attempt_at=now + retry_delay(entry.attempts + 1, minutes),
-            last_response=failure,
-        )
-    else:
-        fields.update(
-            state=QueueEntry.State.DONE,
-            completed_at=now,
-            last_response=DELIVERED_REPLY if outcome.delivered else "550 5.1.1 No such mailbox",
-        )
-    return fields
-
-
-def _events(
-    entry: QueueEntry, outcome: _Outcome, failure: str, server_name: str, now: datetime
-) -> list[TrackingEvent]:
-    message = entry.message
-    queue_name = entry.queue.name
-    events = [
-        message_event(
-            message,
-            TrackingEvent.Kind.DELIVERED,
-            recipient=r.address,
-            next_hop="local delivery",
-            response=DELIVERED_REPLY,
-            detail=str(outcome.paths[r.pk]),
-            at=now,
-            server_name=server_name,
-            queue_name=queue_name,
-        )
-        for r in outcome.delivered
-    ]
-    events += [
-        message_event(
-            message,
-            TrackingEvent.Kind.FAILED,
-            recipient=r.address,
-            next_hop="local delivery",
-            response=r.last_response,
-            at=now,
-            server_name=server_name,
-            queue_name=queue_name,
-        )
-        for r in outcome.unknown
-    ]
-    events += [
-        message_event(
-            message,
-            TrackingEvent.Kind.DEFERRED,
-            recipient=r.address,
-            next_hop="local delivery",
-            response=failure,
-            at=now,
-            server_name=server_name,
-            queue_name=queue_name,
-        )
-        for r in outcome.deferred
-    ]
-    return events
+    owner = new_owner(worker)
+    entries = claim([entry_id], owner, now, seconds=local_lease_seconds(), load=LOCAL_ENTRY_LOAD)
+    return bool(entries) and _deliver(queue_pk, entries, owner, now)
 
 
 def deliver_due_local(server_id: int, worker: str, limit: int = 100) -> int:
     """Deliver up to ``limit`` due local entries of this server's queues: the supervisor's
     sweep, and recovery of entries whose worker died (their leases expire). Returns how many
     it delivered (or retried)."""
-    candidates = list(
-        QueueEntry.objects.due()
-        .filter(queue__kind=LinkQueue.Kind.LOCAL, queue__server_id=server_id, queue__frozen=False)
-        .order_by("next_attempt_at", "pk")
-        .values_list("pk", flat=True)[:limit]
-    )
-    # Each claim is its own conditional UPDATE: a candidate another worker took meanwhile
-    # is skipped, not delivered twice.
-    return sum(1 for pk in candidates if deliver_local(pk, worker))
+    done = 0
+    queues = LinkQueue.objects.filter(kind=LinkQueue.Kind.LOCAL, server_id=server_id, frozen=False)
+    for queue_pk in queues.order_by("pk").values_list("pk", flat=True):
+        if done >= limit:
+            break
+        now = timezone.now()
+        owner = new_owner(worker)
+        entries = claim_due(
+            queue_pk,
+            owner,
+            now,
+            seconds=local_lease_seconds(),
+            limit=limit - done,
+            load=LOCAL_ENTRY_LOAD,
+        )
+        if entries and _deliver(queue_pk, entries, owner, now):
+            done += len(entries)
+    return done

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from relay.local import path_component
+from relay.delivery.paths import path_component
 from relay.queue.models import Message
 from servers.models import VirtualServer
 from smtpadmin.private import private_directory

@@ -1,47 +1,50 @@
-"""Claiming queue entries for delivery, and what decides whether a queue may send now.
-
-"Claim, then work": a conditional UPDATE takes the lease on due entries; only this table's
-columns are in its WHERE clause (see ``QueueEntryQuerySet.due``), so PostgreSQL re-checks
-every row after a concurrent update and each entry goes to exactly one worker. Every claim
-gets a lease owner of its own (the worker id and a random suffix), so the rows a claim won
-are exactly the rows carrying that owner, and a worker whose lease ran out cannot write over
-its successor's work (``QueueEntry.leased_to``). Expired leases are simply due again.
+"""What decides whether a queue may send now, and how much of it one connection takes: the
+schedules, the organization's outbound switch, the virtual server's connection limits and
+messages per connection. The leases themselves are the queue's one protocol
+(``relay.queue.leases``); remote delivery's claims hold for ``SMTPADMIN_DELIVERY_LEASE_SECONDS``.
 """
 
 from __future__ import annotations
 
-import secrets
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from relay.delivery.schedule import windows_open
+from relay.queue import leases
+from relay.queue.leases import HOUSEKEEPING
+from relay.queue.leases import delivery_lease_seconds as lease_seconds
+from relay.queue.leases import new_owner as lease_owner
 from relay.queue.models import LinkQueue, QueueEntry
+from relay.queue.outcomes import server_name
 from servers.models import VirtualServer
 from smtpadmin.models import Organization
 
-DEFAULT_LEASE_SECONDS = 600
+__all__ = [
+    "ENTRY_LOAD",
+    "HOUSEKEEPING",
+    "MAX_BATCH",
+    "claim",
+    "claim_batch",
+    "has_due_work",
+    "lease_owner",
+    "lease_seconds",
+    "outbound_disabled",
+    "release",
+    "sendable",
+    "server_name",
+    "within_connection_limits",
+]
+
 # At most this many messages in one connection when the virtual server sets no limit: a
 # batch must finish well within its lease.
 MAX_BATCH = 100
-# Claims for expiration, re-routing and the like, which do not deliver: their leases do not
-# count as connections.
-HOUSEKEEPING = "housekeeping"
+# Local delivery and the system queues open no connections: their leases do not count.
 _NOT_CONNECTIONS = (LinkQueue.Kind.LOCAL, LinkQueue.Kind.SYSTEM)
 
 ENTRY_LOAD = ("message", "virtual_server__server", "queue__connector")
-
-
-def lease_seconds() -> float:
-    """``SMTPADMIN_DELIVERY_LEASE_SECONDS``: how long a claim holds. Longer than one connection
-    with its batch takes; when a worker dies, its entries wait this long."""
-    return float(getattr(settings, "SMTPADMIN_DELIVERY_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
-
-
-def lease_owner(worker: str) -> str:
-    return f"{worker}#{secrets.token_hex(4)}"[-200:]
 
 
 def outbound_disabled() -> bool:
@@ -97,27 +100,10 @@ def within_connection_limits(queue: LinkQueue, vs: VirtualServer | None, now: da
 
 
 def claim(pks: list[int], owner: str, now: datetime, *, due: bool = True) -> list[QueueEntry]:
-    """Take the lease on those of ``pks`` that are still free (and due, unless ``due`` is
-    False: expiration and re-routing take entries that wait for a retry too). Returns the
-    entries won, with message, virtual server and queue loaded."""
-    if not pks:
-        return []
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    rows = (
-        QueueEntry.objects.due(now)
-        if due
-        else QueueEntry.objects.filter(state__in=QueueEntry.DUE_STATES).filter(free)
-    )
-    # Another worker may have claimed some since they were read: the UPDATE re-checks each
-    # row, and the rows carrying our owner are the ones we got.
-    rows.filter(pk__in=pks).update(
-        lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds())
-    )
-    return list(
-        QueueEntry.objects.filter(pk__in=pks, lease_owner=owner)
-        .select_related(*ENTRY_LOAD)
-        .order_by("next_attempt_at", "pk")
-    )
+    """Remote delivery's lease on those of ``pks`` that are still free (and due, unless
+    ``due`` is False: expiration and re-routing take entries that wait for a retry too), with
+    message, virtual server and queue loaded."""
+    return leases.claim(pks, owner, now, seconds=lease_seconds(), due=due, load=ENTRY_LOAD)
 
 
 def claim_batch(queue: LinkQueue, owner: str, now: datetime, sizes: Q) -> list[QueueEntry] | None:
@@ -135,25 +121,22 @@ def claim_batch(queue: LinkQueue, owner: str, now: datetime, sizes: Q) -> list[Q
     limit = MAX_BATCH
     if vs is not None and vs.messages_per_connection:
         limit = min(limit, vs.messages_per_connection)
-    same_vs = due.filter(virtual_server_id=vs_id) if vs_id else due.filter(virtual_server=None)
-    pks = list(same_vs.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[:limit])
-    return claim(pks, owner, now)
+    one_vs = Q(virtual_server_id=vs_id) if vs_id else Q(virtual_server=None)
+    return leases.claim_due(
+        queue.pk,
+        owner,
+        now,
+        seconds=lease_seconds(),
+        limit=limit,
+        where=sizes & one_vs,
+        load=ENTRY_LOAD,
+    )
 
 
-def release(entries: list[QueueEntry], owner: str) -> None:
+def release(entries: Sequence[QueueEntry], owner: str) -> None:
     """Give up the lease on entries left as they were."""
-    if entries:
-        QueueEntry.objects.filter(pk__in=[e.pk for e in entries], lease_owner=owner).update(
-            lease_owner="", lease_until=None
-        )
+    leases.release([e.pk for e in entries], owner)
 
 
 def has_due_work(queue_pk: int, now: datetime | None = None) -> bool:
     return QueueEntry.objects.due(now or timezone.now()).filter(queue_id=queue_pk).exists()
-
-
-def server_name(vs: VirtualServer | None) -> str:
-    """The server a tracking event is written for: the one whose virtual server delivers."""
-    if vs is not None and vs.server_id:
-        return vs.server.name
-    return str(getattr(settings, "SMTPADMIN_SERVER_NAME", ""))

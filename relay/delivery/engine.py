@@ -25,6 +25,9 @@ the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -40,17 +43,19 @@ from relay.delivery.claims import (
     release,
     sendable,
 )
-from relay.delivery.client import BatchResult, OutboundMessage, send_batch
-from relay.delivery.options import hop_plan, outbound_options, retry_minutes
 from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
-from relay.delivery.results import judge, record
+from relay.delivery.results import Tally, record
 from relay.delivery.sweeper import expire, sweep
-from relay.queue import dispatch
+from relay.delivery.transports import Batch, Reach, Sent, SmtpTransport, Transport
+from relay.queue import dispatch, leases
 from relay.queue.models import UNREACHABLE_KEY, LinkQueue, QueueEntry, Recipient, retry_delay
+from relay.queue.outcomes import retry_minutes
 from relay.queue.rules import load_rules
 
 __all__ = [
     "CONNECTOR_DOWN_FOR",
+    "Delivered",
+    "deliver_claimed",
     "deliver_queue",
     "has_due_work",
     "mark_connector_down",
@@ -155,47 +160,72 @@ def _send(
     owner: str,
     now: datetime,
 ) -> str:
-    recipients: dict[int, list[Recipient]] = {}
-    for recipient in Recipient.objects.filter(
-        entry__in=entries, state__in=Recipient.OPEN_STATES
-    ).order_by("pk"):
-        recipients.setdefault(recipient.entry_id or 0, []).append(recipient)
-    vs = entries[0].virtual_server
-    plan = hop_plan(queue, vs)
-    batch: BatchResult | None = None
-    messages = [
-        OutboundMessage(
-            key=entry.pk,
-            sender=entry.message.sender,
-            recipients=tuple(r.address for r in recipients[entry.pk]),
-            content=entry.message.raw,
-            smtputf8=entry.message.smtputf8,
-        )
-        for entry in entries
-        if recipients.get(entry.pk)
-    ]
-    if plan.hops and messages:
-
-        def renew_lease() -> None:
-            # Only the entries this claim still holds: a lease that ran out is not taken back.
-            QueueEntry.objects.filter(pk__in=[e.pk for e in entries], lease_owner=owner).update(
-                lease_until=timezone.now() + timedelta(seconds=lease_seconds())
-            )
-
-        batch = send_batch(plan, messages, outbound_options(connector, vs), renew_lease)
-    hop = batch.hop if batch is not None else ""
-    queue_error = batch.connection_error if batch is not None else plan.error
-    verdicts = judge(entries, recipients, plan, batch, load_rules())
-    tally = record(queue, entries, verdicts, owner=owner, hop=hop, queue_error=queue_error, now=now)
+    transport = SmtpTransport(queue, connector, entries[0].virtual_server, load_rules())
+    done = deliver_claimed(transport, queue, entries, owner, now, seconds=lease_seconds())
     if (
-        batch is not None
+        done.sent.reach is not Reach.NOT_TRIED
         and connector is not None
         and (MARK_DNS_CONNECTORS_DOWN or _forwards_to_smart_hosts(queue))
     ):
-        _link_state(queue, connector, batch, owner, now)
-    if tally.deferred:
+        _link_state(queue, connector, done.sent, owner, now)
+    if done.tally.deferred:
         return SOFT_FAIL
-    return HARD_FAIL if tally.failed else SENT
+    return HARD_FAIL if done.tally.failed else SENT
+
+
+# --- the one dequeuer of every transport ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivered:
+    sent: Sent
+    tally: Tally
+
+
+def open_recipients(entries: Sequence[QueueEntry]) -> dict[int, tuple[Recipient, ...]]:
+    """The recipients of these entries still waiting for delivery, by entry pk."""
+    found: dict[int, list[Recipient]] = {entry.pk: [] for entry in entries}
+    for recipient in Recipient.objects.filter(
+        entry__in=list(entries), state__in=Recipient.OPEN_STATES
+    ).order_by("pk"):
+        found.setdefault(recipient.entry_id or 0, []).append(recipient)
+    return {pk: tuple(recipients) for pk, recipients in found.items()}
+
+
+def renewer(pks: Sequence[int], owner: str, seconds: float) -> Callable[[], None]:
+    """What a transport calls between slow steps: extends the claim on ``pks`` (those
+    ``owner`` still holds: a lease that ran out is not taken back), at most four times per
+    lease length, so a transport may call it after every message."""
+    last = time.monotonic()
+
+    def renew() -> None:
+        nonlocal last
+        if time.monotonic() - last < seconds / 4:
+            return
+        last = time.monotonic()
+        leases.renew(pks, owner, seconds=seconds)
+
+    return renew
+
+
+def deliver_claimed(
+    transport: Transport,
+    queue: LinkQueue,
+    entries: Sequence[QueueEntry],
+    owner: str,
+    now: datetime,
+    *,
+    seconds: float,
+) -> Delivered:
+    """One attempt at entries ``owner`` claimed (for ``seconds``, renewed while it lasts),
+    whatever the transport: their open recipients go to ``transport``, and what it found is
+    recorded (with failure DSNs) while the claim still holds."""
+    recipients = open_recipients(entries)
+    first = leases.begin_attempt(entries, owner, now)
+    renew = renewer([e.pk for e in entries], owner, seconds)
+    sent = transport.send(Batch(tuple(entries), recipients, first, renew))
+    tally = record(queue, entries, sent.verdicts, owner=owner, handoff=sent.handoff, now=now)
+    return Delivered(sent, tally)
 
 
 def _forwards_to_smart_hosts(queue: LinkQueue) -> bool:
@@ -203,17 +233,17 @@ def _forwards_to_smart_hosts(queue: LinkQueue) -> bool:
 
 
 def _link_state(
-    queue: LinkQueue, connector: Connector, batch: BatchResult, owner: str, now: datetime
+    queue: LinkQueue, connector: Connector, sent: Sent, owner: str, now: datetime
 ) -> None:
     """A connection-level failure marks the connector down; when it was up until now, the
     mail waiting in the queue fails over (when it was down already, that happened then). A
     connection that worked clears the mark at once (and an old one that ran out)."""
     was_down = connector.down_until is not None and connector.down_until > now
-    if batch.connection_level and not batch.results:
-        mark_connector_down(connector, now, batch.connection_error)
+    if sent.reach is Reach.UNREACHABLE:
+        mark_connector_down(connector, now, sent.handoff.queue_error)
         if not was_down:
             _reroute_queue(queue, owner, now, connector_problem(connector, now))
-    elif batch.results and (connector.down_until is not None or connector.down_reason):
+    elif sent.reach is Reach.REACHED and (connector.down_until or connector.down_reason):
         Connector.objects.filter(pk=connector.pk).update(down_until=None, down_reason="")
         connector.down_until, connector.down_reason = None, ""
 

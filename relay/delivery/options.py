@@ -15,21 +15,7 @@ from servers.models import VirtualServer
 from servers.models.virtual_server import OutboundAuth
 
 DEFAULT_PORT = 25
-# A virtual server's defaults, for an entry whose virtual server was deleted meanwhile.
-DEFAULT_RETRY_MINUTES = (10, 10, 10, 15)
 DEFAULT_TIMEOUT_SECONDS = 600.0
-
-
-def retry_minutes(vs: VirtualServer | None) -> tuple[int, int, int, int]:
-    """The first, second, third and subsequent retry intervals that apply."""
-    if vs is None:
-        return DEFAULT_RETRY_MINUTES
-    return (
-        vs.retry_first_minutes,
-        vs.retry_second_minutes,
-        vs.retry_third_minutes,
-        vs.retry_subsequent_minutes,
-    )
 
 
 def hop_plan(queue: LinkQueue, vs: VirtualServer | None) -> HopPlan:

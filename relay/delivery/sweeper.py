@@ -5,8 +5,8 @@
   there never was a route).
 * Delay notification: once per entry, after its delay notification time, a "delayed" DSN
   for the recipients still waiting.
-* Failure DSNs that could not be made when the failure was recorded (and failures of local
-  delivery, which leaves its DSNs to this stage).
+* Failure DSNs that could not be made when the failure was recorded (remote and local
+  delivery alike: their failed recipients keep ``dsn_sent_at`` empty).
 * Due work: the queues with entries due now, including those whose worker died (an expired
   lease is due again) and those whose task the broker lost; the caller enqueues them.
 """

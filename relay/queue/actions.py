@@ -27,6 +27,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from relay.delivery.dsn import submit_dsn
 from relay.queue import dispatch
 from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.tracking import TrackingSettings
@@ -389,9 +390,6 @@ DsnSubmitter = Callable[..., "str | None"]
 
 
 def _dsn_submitter() -> DsnSubmitter:
-    # Imported late: the DSN module imports intake, which imports the delivery tasks.
-    from relay.delivery.dsn import submit_dsn
-
     return submit_dsn
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+import relay.delivery.engine
 import relay.local
 from relay.intake import accept
 from relay.local import deliver_due_local, deliver_local, maildir_name, maildir_path, write_maildir
@@ -45,11 +46,11 @@ def killed_before_recording(entry: QueueEntry, monkeypatch: pytest.MonkeyPatch) 
     """A delivery by ``DEAD`` that wrote its files into new/ and died before the database
     recorded them: its lease is left behind, the recipients are still open."""
 
-    def die(*args: Any) -> None:
+    def die(*args: Any, **kwargs: Any) -> None:
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(relay.local, "_record", die)
+        patch.setattr(relay.delivery.engine, "record", die)
         with pytest.raises(Killed):
             deliver_local(entry.pk, DEAD)
 
@@ -179,7 +180,7 @@ def test_a_recovery_waits_the_configured_local_delivery_lease(
     before = timezone.now()
     killed_before_recording(entry, monkeypatch)
     entry.refresh_from_db()
-    assert entry.lease_owner == DEAD
+    assert entry.lease_owner.startswith(f"{DEAD}#")
     assert entry.lease_until is not None
     assert before + timedelta(seconds=1) <= entry.lease_until
     assert entry.lease_until <= timezone.now() + timedelta(seconds=1)

@@ -1,0 +1,273 @@
+"""The one place an attempt's outcome becomes rows, whichever transport made it (an SMTP
+connection, a Maildir): every recipient delivered, deferred or failed, every entry done or
+waiting for its retry time (the virtual server's intervals), the queue's last attempt,
+tracking events, and which failures their sender must hear of.
+
+The failure DSN itself is the delivery stage's to build and queue: ``record`` returns it as
+wanted (``Recorded.dsns``), and the caller submits it in the same transaction. A failed
+recipient whose DSN was never made keeps ``dsn_sent_at`` empty, which is how the sweeper
+finds it later: the wanted DSN is on record either way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from relay.queue.models import LinkQueue, QueueEntry, Recipient, TrackingEvent, retry_delay
+from relay.queue.tracking import TrackingSettings, message_event
+from servers.models import VirtualServer
+
+# Without a virtual server (it was deleted): the installation's default intervals.
+DEFAULT_RETRY_MINUTES = (10, 10, 10, 15)
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"  # waits for the retry
+    FAILED = "failed"  # for good: its sender gets a DSN
+
+
+DELIVERED = Outcome.DELIVERED
+DEFERRED = Outcome.DEFERRED
+FAILED = Outcome.FAILED
+
+_KINDS = {
+    DELIVERED: TrackingEvent.Kind.DELIVERED,
+    DEFERRED: TrackingEvent.Kind.DEFERRED,
+    FAILED: TrackingEvent.Kind.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of one recipient in one attempt."""
+
+    recipient: Recipient
+    outcome: Outcome
+    reply: str  # the remote reply ("550 5.1.1 No such user") or our reason ("4.4.1 ...")
+    status: str  # enhanced status code, "5.1.1"
+    detail: str = ""  # for tracking: where it went (the Maildir file); else the attempt number
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What one attempt says beside its verdicts, for the queue and for tracking."""
+
+    hop: str  # the next hop it reached ("mx1.example.org [192.0.2.1]:25", "local delivery")
+    queue_error: str = ""  # why no connection worked ("" when one did)
+    # A "transferred" event per message handed to a next hop (SMTP); a Maildir has none.
+    transferred: bool = True
+
+
+@dataclass
+class Tally:
+    delivered: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+    def count(self, verdict: Verdict) -> None:
+        if verdict.outcome == DELIVERED:
+            self.delivered += 1
+        elif verdict.outcome == DEFERRED:
+            self.deferred += 1
+        else:
+            self.failed += 1
+
+
+@dataclass(frozen=True)
+class DsnWanted:
+    """A failure DSN for these recipients of this message (``remote_mta``: the hop that
+    answered, "" for local delivery)."""
+
+    message_pk: int
+    recipient_pks: tuple[int, ...]
+    remote_mta: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    tally: Tally
+    dsns: tuple[DsnWanted, ...] = field(default=())
+
+
+def retry_minutes(vs: VirtualServer | None) -> tuple[int, int, int, int]:
+    """The first, second, third and subsequent retry intervals that apply."""
+    if vs is None:
+        return DEFAULT_RETRY_MINUTES
+    return (
+        vs.retry_first_minutes,
+        vs.retry_second_minutes,
+        vs.retry_third_minutes,
+        vs.retry_subsequent_minutes,
+    )
+
+
+def server_name(vs: VirtualServer | None) -> str:
+    """The server a tracking event is written for: the one whose virtual server delivers."""
+    if vs is not None and vs.server_id:
+        return vs.server.name
+    return str(getattr(settings, "SMTPADMIN_SERVER_NAME", ""))
+
+
+def delivering_server(entry: QueueEntry) -> str:
+    """The server that delivers ``entry``: a local queue's own server (whose drop directory
+    it is), else the one of the entry's virtual server."""
+    queue = entry.queue
+    if queue.kind == LinkQueue.Kind.LOCAL and queue.server is not None:
+        return queue.server.name
+    return server_name(entry.virtual_server)
+
+
+def entry_fields(entry: QueueEntry, judged: Sequence[Verdict], now: datetime) -> dict[str, object]:
+    """The entry after an attempt: done, or (some recipient waits) in Retry until the next
+    retry time of its virtual server's intervals; its lease given up. Pure."""
+    attempts = entry.attempts + 1
+    fields: dict[str, object] = {
+        "attempts": attempts,
+        "last_attempt_at": now,
+        "lease_owner": "",
+        "lease_until": None,
+    }
+    waiting = [v for v in judged if v.outcome == DEFERRED]
+    shown = waiting or [v for v in judged if v.outcome == FAILED] or list(judged)
+    if shown:
+        fields["last_response"] = shown[0].reply
+    if waiting:
+        delay = retry_delay(attempts, retry_minutes(entry.virtual_server))
+        fields.update(state=QueueEntry.State.RETRY, next_attempt_at=now + delay)
+    else:
+        fields.update(state=QueueEntry.State.DONE, completed_at=now)
+    return fields
+
+
+def events(
+    entry: QueueEntry, judged: Sequence[Verdict], handoff: Handoff, now: datetime
+) -> list[TrackingEvent]:
+    """Tracking of one entry's attempt: "transferred" for what a next hop took (when the
+    transport hands mail on), then one event per recipient."""
+    message = entry.message
+    queue = entry.queue
+    vs = entry.virtual_server
+    common: dict[str, Any] = {
+        "at": now,
+        "server_name": delivering_server(entry),
+        "virtual_server": vs,
+        "virtual_server_name": vs.name if vs is not None else "",
+        "queue_name": queue.name,
+        "connector_name": queue.connector.name if queue.connector else "",
+        "next_hop": handoff.hop,
+    }
+    found: list[TrackingEvent] = []
+    accepted = [v for v in judged if v.outcome == DELIVERED]
+    if accepted and handoff.transferred:
+        found.append(
+            message_event(
+                message,
+                TrackingEvent.Kind.TRANSFERRED,
+                response=accepted[0].reply,
+                size=message.size,
+                detail=f"{len(accepted)} of {len(judged)} recipient(s) accepted by {handoff.hop}",
+                **common,
+            )
+        )
+    found += [
+        message_event(
+            message,
+            _KINDS[v.outcome],
+            recipient=v.recipient.address,
+            response=v.reply,
+            detail=v.detail or f"attempt {entry.attempts + 1}",
+            **common,
+        )
+        for v in judged
+    ]
+    return found
+
+
+def _apply(verdict: Verdict, now: datetime) -> Recipient:
+    recipient = verdict.recipient
+    recipient.status = verdict.status
+    recipient.last_response = verdict.reply
+    if verdict.outcome == DEFERRED:
+        recipient.state = Recipient.State.DEFERRED
+    else:
+        recipient.state = (
+            Recipient.State.DELIVERED if verdict.outcome == DELIVERED else Recipient.State.FAILED
+        )
+        recipient.completed_at = now
+    return recipient
+
+
+def record(
+    queue: LinkQueue,
+    entries: Sequence[QueueEntry],
+    verdicts: Mapping[int, Sequence[Verdict]],
+    *,
+    owner: str,
+    handoff: Handoff,
+    now: datetime,
+) -> Recorded:
+    """Write one attempt's verdicts (by entry pk) in one transaction (the caller's when
+    there is one, so a DSN it submits commits with the failure it reports).
+
+    An entry ``owner`` still holds: every recipient that is still open gets its verdict, and
+    so does one that ended otherwise meanwhile (an administrator deleted it) but was in fact
+    delivered; the entry is done or retries. An entry whose lease ran out (and may be another
+    attempt's now): only recipients still open, for what this attempt found out is true and
+    nobody recorded it; the entry itself is its successor's, and a recipient the successor
+    recorded is not recorded twice."""
+    tally = Tally()
+    tracking = TrackingSettings.load()
+    with transaction.atomic():
+        # Entries, then recipients: the order the administrator's actions lock them in, so
+        # a deletion at the same moment waits for this or this for it, never both at once.
+        held = set(
+            QueueEntry.objects.select_for_update()
+            .filter(pk__in=[e.pk for e in entries], lease_owner=owner)
+            .values_list("pk", flat=True)
+        )
+        judged = [v for e in entries for v in verdicts.get(e.pk, ())]
+        still_open = set(
+            Recipient.objects.select_for_update()
+            .filter(pk__in=[v.recipient.pk for v in judged], state__in=Recipient.OPEN_STATES)
+            .values_list("pk", flat=True)
+        )
+        changed: list[Recipient] = []
+        found: list[TrackingEvent] = []
+        failed: dict[int, list[int]] = {}
+        for entry in entries:
+            kept = [
+                v
+                for v in verdicts.get(entry.pk, ())
+                if v.recipient.pk in still_open or (entry.pk in held and v.outcome == DELIVERED)
+            ]
+            for verdict in kept:
+                changed.append(_apply(verdict, now))
+                tally.count(verdict)
+                if verdict.outcome == FAILED:
+                    failed.setdefault(entry.message_id, []).append(verdict.recipient.pk)
+            if tracking.enabled and kept:
+                found += events(entry, kept, handoff, now)
+            if entry.pk in held:
+                fields = entry_fields(entry, verdicts.get(entry.pk, ()), now)
+                entry.leased_to(owner).update(**fields)
+        if changed:
+            Recipient.objects.bulk_update(
+                changed, ["state", "status", "last_response", "completed_at"]
+            )
+        LinkQueue.objects.filter(pk=queue.pk).update(
+            last_attempt_at=now, last_error=handoff.queue_error
+        )
+        if found:
+            TrackingEvent.objects.bulk_create(found)
+    dsns = tuple(
+        DsnWanted(message_pk, tuple(pks), handoff.hop) for message_pk, pks in failed.items()
+    )
+    return Recorded(tally, dsns)
