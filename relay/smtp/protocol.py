@@ -48,6 +48,8 @@ from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import backoff_delay, check_credentials
 from relay.smtp.config import ListenerConfig
+from relay.smtp.data import DataScanner, read_block
+from relay.smtp.policy import DataOutcome
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
@@ -631,12 +633,12 @@ class RelaySMTP(SMTP):
         # message stored is never answered with anything but its 250.
         self.in_data = self.data_open = True
         try:
-            content, problem = await self.read_data()
-            if problem is not None:
+            content, outcome = await self.read_data()
+            if outcome is not DataOutcome.COMPLETE:
                 self._set_post_data_state()
                 self.data_open = False
-                await self.push(str(problem))
-                if problem == policy.BARE_LINE_ENDING:
+                await self.push(str(policy.data_reply(outcome, self.config)))
+                if policy.data_ends_session(outcome):
                     self.close()
                 return
             reply = await self.accept_message(content)
@@ -648,54 +650,21 @@ class RelaySMTP(SMTP):
         if self.close_after_data:
             self.terminate(self.close_after_data)
 
-    async def read_data(self) -> tuple[bytes, Reply | None]:
-        """The message up to the lone dot, dot-unstuffed; or the reason it is refused. A
-        refused message is read to its end first (RFC 5321 4.2.5), so the session goes on as
-        after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
+    async def read_data(self) -> tuple[bytes, DataOutcome]:
+        """The message up to the lone dot, dot-unstuffed, and how it ended (``relay.smtp.data``).
+        A refused message is read to its end first (RFC 5321 4.2.5), so the session goes on
+        as after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
         commands."""
-        config = self.config
-        lines: list[bytes] = []
-        size = 0
-        problem: Reply | None = None
-        fragments: list[bytes] = []
-        while True:
+        scanner = DataScanner(self.config, self.session_bytes)
+        while not scanner.done:
             if self.transport is None:  # closed meanwhile: the message is incomplete
-                return b"", Reply(421, "4.4.2 Connection closed before the end of the message")
-            try:
-                line = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as overrun:
-                line = await self._reader.read(overrun.consumed)
-                if problem is None:
-                    problem = policy.LINE_TOO_LONG
-                lines.clear()
+                return b"", DataOutcome.CLOSED
+            block = await read_block(self._reader, scanner)
             self._reset_timeout()
-            self.bytes_in += len(line)
-            if not fragments and line == b".\r\n":
-                break
-            if not line.endswith(b"\r\n"):
-                fragments.append(line)
-                continue
-            if fragments:
-                fragments.clear()
-                continue  # the end of an over-long line, already refused
-            unstuffed = line[1:] if line.startswith(b".") else line
-            refusal = policy.data_line_refusal(unstuffed)
-            if refusal == policy.BARE_LINE_ENDING:
-                return b"", refusal
-            size += len(line)
-            if problem is not None:
-                continue
-            if refusal is not None:
-                problem = refusal
-                lines.clear()
-            elif (
-                problem := policy.message_size_reply(size, config)
-                or policy.session_size_reply(self.session_bytes + size, config)
-            ) is not None:
-                lines.clear()
-            else:
-                lines.append(unstuffed)
-        return b"".join(lines), problem
+            self.bytes_in += len(block)
+            scanner.feed(block)
+        assert scanner.outcome is not None
+        return scanner.content, scanner.outcome
 
     async def accept_message(self, content: bytes) -> str:
         envelope = self.envelope
