@@ -70,6 +70,10 @@ SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS = env_int(
 # A PEM file of the CA certificates trusted for next hops' TLS instead of the system's (a
 # private CA for smart hosts); blank = the system's.
 SMTPADMIN_OUTBOUND_CA_FILE = env_str("SMTPADMIN_OUTBOUND_CA_FILE", "")
+# Seconds the relay remembers a successful SMTP AUTH password check (per process, in memory), so
+# that clients authenticating on every connection do not cost a password hash each time; a
+# password change, disabling or deleting the credential ends it at once. 0 = off.
+SMTPADMIN_AUTH_CACHE_SECONDS = env_int("SMTPADMIN_AUTH_CACHE_SECONDS", 300, minimum=0)
 # Publish a delivery task the moment mail is queued (off: only the sweeper finds it, within
 # seconds; tests that run no Celery worker turn it off so the broker does not fill up).
 SMTPADMIN_DELIVERY_ENQUEUE = env_bool("SMTPADMIN_DELIVERY_ENQUEUE", True)

@@ -12,6 +12,7 @@ is exactly what relay and smuggling tricks live on.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -271,12 +272,19 @@ def _normal_domain(domain_raw: str, *, sender: bool) -> str:
     if any(not _utf8_char(c) for c in text if not c.isascii()):
         raise _Refused(f"'{echo(domain_raw)}' is not a domain name")
     try:
-        domain = normalize_domain(text)
+        domain = _normalized_domain(text)
     except (ValidationError, ValueError):
         raise _Refused(f"'{echo(domain_raw)}' is not a valid domain name") from None
     if len(domain) > MAX_DOMAIN:
         raise _Refused(f"domain longer than {MAX_DOMAIN} octets")
     return domain
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalized_domain(text: str) -> str:
+    """``normalize_domain``, remembered: IDNA is most of the cost of reading a path, and the
+    relay sees the same few domains again and again (a refusal is not remembered)."""
+    return normalize_domain(text)
 
 
 def _address_literal(text: str) -> str:
@@ -315,7 +323,7 @@ def _same_mailbox(parsed: ParsedAddress, addr_spec: str) -> bool:
     try:
         if domain.startswith("["):
             return _address_literal(domain) == parsed.domain
-        return normalize_domain(domain) == parsed.domain
+        return _normalized_domain(domain) == parsed.domain
     except (_Refused, ValidationError, ValueError):
         return False
 

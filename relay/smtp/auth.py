@@ -13,13 +13,25 @@ runtime fields (``failed_logins``: the name's failures within the window; ``lock
 latest lock from any address; ``last_used_at``) show this in the console; they are written with
 ``update()``, never ``save()``, so a configuration save and the relay never overwrite each
 other.
+
+A successful check is remembered for ``SMTPADMIN_AUTH_CACHE_SECONDS`` (``VerifiedCache``), as
+Dovecot's auth cache does, so that a client authenticating on every connection does not cost a
+password hash (PBKDF2: hundreds of milliseconds of CPU) each time. Only the hash is skipped: the
+lockout, the credential's row (enabled, password, virtual servers) and the answers are the same.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
 from django.utils import timezone
 
@@ -42,6 +54,92 @@ class AuthOutcome:
     delay: float = 0.0  # seconds to wait before sending ``reply`` (failures only)
 
 
+@dataclass(frozen=True)
+class _Verified:
+    credential_id: int
+    password_hash: str  # the credential's when it was checked: a new password no longer matches
+    expires: float  # on the cache's clock
+
+
+class VerifiedCache:
+    """Name and password pairs that passed the password check recently, in this process only.
+
+    Keyed by an HMAC of the pair under a key drawn when the process starts: neither the
+    password nor a hash of it that could be attacked offline is kept. An entry counts only for
+    the same credential with the same stored password hash, enabled, until it expires; anything
+    else drops it. Failures are never remembered: every wrong password is hashed and counted.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: dict[bytes, _Verified] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, username: str, password: str) -> bytes:
+        name = username.encode("utf-8", "surrogatepass")
+        secret = password.encode("utf-8", "surrogatepass")
+        message = len(name).to_bytes(4, "big") + name + secret
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def verified(self, username: str, password: str, credential: SmtpCredential) -> bool:
+        """Did this password pass for this credential, as it is now, recently?"""
+        digest = self._digest(username, password)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return False
+            if (
+                entry.credential_id == credential.pk
+                and entry.password_hash == credential.password_hash
+                and credential.enabled
+                and self.clock() < entry.expires
+            ):
+                return True
+            del self._entries[digest]
+            return False
+
+    def remember(
+        self, username: str, password: str, credential: SmtpCredential, seconds: float
+    ) -> None:
+        digest = self._digest(username, password)
+        entry = _Verified(credential.pk, credential.password_hash, self.clock() + seconds)
+        with self._lock:
+            self._entries.pop(digest, None)  # re-inserted last: the oldest go first when full
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._prune()
+            self._entries[digest] = entry
+
+    def forget(self, username: str, password: str) -> None:
+        digest = self._digest(username, password)
+        with self._lock:
+            self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for digest in [d for d, entry in self._entries.items() if entry.expires <= now]:
+            del self._entries[digest]
+        while len(self._entries) >= self.MAX_ENTRIES:
+            del self._entries[next(iter(self._entries))]
+
+
+CACHE = VerifiedCache()
+
+
+def cache_seconds() -> int:
+    """How long a successful check is remembered (0: not at all)."""
+    return max(int(getattr(settings, "SMTPADMIN_AUTH_CACHE_SECONDS", 0)), 0)
+
+
 def backoff_delay(username: str) -> float:
     """Seconds to wait before checking a password for this name (the per-name back-off)."""
     return throttle.name_delay(SMTP, username)
@@ -61,12 +159,15 @@ def check_credentials(
         return AuthOutcome(ok=False, reply=LOCKED, delay=MAX_DELAY)
 
     credential = _find(username)
+    seconds = cache_seconds()
+    remembered = False
     if credential is None:
         # The same work as for a real name, so the answer's timing tells nothing.
         check_password(_hashable(password), _dummy_hash(get_hasher("default").algorithm))
         allowed = False
     else:
-        password_ok = credential.check_password(_hashable(password))
+        remembered = seconds > 0 and CACHE.verified(username, password, credential)
+        password_ok = remembered or credential.check_password(_hashable(password))
         allowed = (
             password_ok
             and credential.enabled
@@ -74,6 +175,8 @@ def check_credentials(
             and password == _hashable(password)
         )
     if allowed and credential is not None:
+        if seconds > 0 and not remembered:
+            CACHE.remember(username, password, credential, seconds)
         throttle.succeeded(SMTP, username, client)
         SmtpCredential.objects.filter(pk=credential.pk).update(
             last_used_at=timezone.now(),
@@ -82,6 +185,8 @@ def check_credentials(
         )
         return AuthOutcome(ok=True, reply=SUCCESS, username=credential.username)
 
+    if credential is None:
+        CACHE.forget(username, password)  # the credential was deleted
     failure = throttle.failed(SMTP, username, client)
     if credential is not None:
         SmtpCredential.objects.filter(pk=credential.pk).update(

@@ -15,6 +15,7 @@ reads differently.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from smtpadmin.validators import (
 
 __all__ = [
     "PAUSED",
+    "DataOutcome",
     "ParsedAddress",
     "Reply",
     "accepted_domain",
@@ -42,14 +44,17 @@ __all__ = [
     "auth_mechanisms",
     "connection_decision",
     "connection_limit_reply",
-    "data_line_refusal",
+    "data_ends_session",
+    "data_line_outcome",
+    "data_reply",
+    "data_size_outcome",
     "declared_size_reply",
     "greeting_name_refusal",
     "hop_count",
     "hop_count_reply",
+    "line_outcome",
     "may_relay",
     "message_count_reply",
-    "message_size_reply",
     "needs_reverse_dns",
     "normal_client_ip",
     "recipient_count_reply",
@@ -391,32 +396,31 @@ def _routable(rcpt: ParsedAddress) -> Reply | None:
 # --- limits -------------------------------------------------------------------------------
 
 
-def _size_reply(size: int, config: ListenerConfig) -> Reply | None:
-    limit = config.message_size_limit
-    if limit is not None and size > limit:
-        return Reply(552, f"5.3.4 Message size exceeds fixed maximum message size ({limit} bytes)")
-    return None
+def _message_too_big(limit: int) -> Reply:
+    return Reply(552, f"5.3.4 Message size exceeds fixed maximum message size ({limit} bytes)")
+
+
+def _session_too_big(limit: int) -> Reply:
+    return Reply(
+        552,
+        f"5.3.4 Session size limit exceeded ({limit} bytes for all messages of one "
+        "connection); send the rest in a new connection",
+    )
 
 
 def declared_size_reply(declared: int | None, config: ListenerConfig) -> Reply | None:
     """MAIL FROM ... SIZE=n over the message size limit."""
-    return None if declared is None else _size_reply(declared, config)
-
-
-def message_size_reply(size: int, config: ListenerConfig) -> Reply | None:
-    """The message as received (after DATA) over the message size limit."""
-    return _size_reply(size, config)
+    limit = config.message_size_limit
+    if declared is not None and limit is not None and declared > limit:
+        return _message_too_big(limit)
+    return None
 
 
 def session_size_reply(session_bytes: int, config: ListenerConfig) -> Reply | None:
     """``session_bytes``: the messages of this session so far including the current one."""
     limit = config.session_size_limit
     if limit is not None and session_bytes > limit:
-        return Reply(
-            552,
-            f"5.3.4 Session size limit exceeded ({limit} bytes for all messages of one "
-            "connection); send the rest in a new connection",
-        )
+        return _session_too_big(limit)
     return None
 
 
@@ -482,33 +486,82 @@ def hop_count_reply(header_block: bytes, config: ListenerConfig) -> Reply | None
 
 MAX_TEXT_LINE = 998  # octets before the CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
 
-# A bare CR or LF leaves it open where a next hop thinks the message ends (CVE-2023-51764,
-# CVE-2024-27305): what follows might be commands smuggled past us, so the session ends.
-BARE_LINE_ENDING = Reply(
-    554,
-    "5.5.2 Bare CR or LF in message data is not accepted (SMTP smuggling protection); "
-    "closing connection",
-)
-# A next hop that drops NUL would read "\r\n\x00.\r\n" as the end of the message; without
-# BINARYMIME (not offered) message data is text, and text has no NUL.
-NUL_IN_DATA = Reply(
-    554, "5.6.0 Message refused: it contains a NUL character, which mail text may not"
-)
+
+class DataOutcome(enum.Enum):
+    """How reading a message's data (after 354) ended."""
+
+    COMPLETE = "complete"  # the lone dot after a message with nothing to refuse
+    # A bare CR or LF leaves it open where a next hop thinks the message ends (CVE-2023-51764,
+    # CVE-2024-27305): what follows might be commands smuggled past us, so the session ends.
+    BARE_LINE_ENDING = "bare line ending"
+    # A next hop that drops NUL would read "\r\n\x00.\r\n" as the end of the message;
+    # without BINARYMIME (not offered) message data is text, and text has no NUL.
+    NUL = "NUL"
+    LINE_TOO_LONG = "line too long"
+    MESSAGE_TOO_BIG = "message too big"
+    SESSION_TOO_BIG = "session too big"
+    CLOSED = "closed"  # the session was closed before the end of the message
+
+
+def line_outcome(*, bare: bool, nul: bool, length: int) -> DataOutcome | None:
+    """One line of message data from its facts: a bare CR or LF in it, a NUL in it, its
+    length in octets without the transparency dot and the CRLF. A bare line ending comes
+    first: it is the refusal that ends the session."""
+    if bare:
+        return DataOutcome.BARE_LINE_ENDING
+    if nul:
+        return DataOutcome.NUL
+    if length > MAX_TEXT_LINE:
+        return DataOutcome.LINE_TOO_LONG
+    return None
+
+
+def data_line_outcome(body: bytes) -> DataOutcome | None:
+    """One line of message data without its CRLF, the transparency dot already removed."""
+    return line_outcome(bare=b"\r" in body or b"\n" in body, nul=b"\x00" in body, length=len(body))
+
+
+def data_size_outcome(size: int, session_bytes: int, config: ListenerConfig) -> DataOutcome | None:
+    """``size``: the message's octets so far as sent (CRLFs and transparency dots included);
+    ``session_bytes``: the messages accepted earlier in this session."""
+    limit = config.message_size_limit
+    if limit is not None and size > limit:
+        return DataOutcome.MESSAGE_TOO_BIG
+    limit = config.session_size_limit
+    if limit is not None and session_bytes + size > limit:
+        return DataOutcome.SESSION_TOO_BIG
+    return None
+
+
 LINE_TOO_LONG = Reply(
     500,
     f"5.5.2 Line too long: at most {MAX_TEXT_LINE} octets and CRLF per line "
     "(RFC 5321 4.5.3.1.6); encode the message (quoted-printable or base64)",
 )
+_DATA_REPLIES = {
+    DataOutcome.BARE_LINE_ENDING: Reply(
+        554,
+        "5.5.2 Bare CR or LF in message data is not accepted (SMTP smuggling protection); "
+        "closing connection",
+    ),
+    DataOutcome.NUL: Reply(
+        554, "5.6.0 Message refused: it contains a NUL character, which mail text may not"
+    ),
+    DataOutcome.LINE_TOO_LONG: LINE_TOO_LONG,
+    DataOutcome.CLOSED: Reply(421, "4.4.2 Connection closed before the end of the message"),
+}
 
 
-def data_line_refusal(line: bytes) -> Reply | None:
-    """Refuse one line of message data: ``line`` as read up to and including its CRLF (or
-    what came before the end of input), with the transparency dot already removed."""
-    body = line[:-2] if line.endswith(b"\r\n") else line
-    if b"\r" in body or b"\n" in body:
-        return BARE_LINE_ENDING
-    if b"\x00" in body:
-        return NUL_IN_DATA
-    if len(body) > MAX_TEXT_LINE:
-        return LINE_TOO_LONG
-    return None
+def data_reply(outcome: DataOutcome, config: ListenerConfig) -> Reply | None:
+    """The reply to a refused message (``None``: COMPLETE, the message goes to intake)."""
+    if outcome is DataOutcome.MESSAGE_TOO_BIG:
+        return _message_too_big(config.message_size_limit or 0)
+    if outcome is DataOutcome.SESSION_TOO_BIG:
+        return _session_too_big(config.session_size_limit or 0)
+    return _DATA_REPLIES.get(outcome)
+
+
+def data_ends_session(outcome: DataOutcome) -> bool:
+    """After its reply the session ends: what the client sends next cannot be trusted to be
+    commands (a bare line ending), or there is no one left to talk to."""
+    return outcome in (DataOutcome.BARE_LINE_ENDING, DataOutcome.CLOSED)

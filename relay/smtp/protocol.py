@@ -24,9 +24,10 @@ import base64
 import binascii
 import collections
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import (
@@ -49,6 +50,8 @@ from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import backoff_delay, check_credentials
 from relay.smtp.config import ListenerConfig
 from relay.smtp.runtime import receiver
+from relay.smtp.data import DataScanner, read_block
+from relay.smtp.policy import DataOutcome
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
@@ -71,7 +74,26 @@ ADMISSION_DNS_TIMEOUT = 5.0
 
 
 class RelaySMTP(SMTP):
-    """aiosmtpd's SMTP protocol with a virtual server's policy; also its own handler."""
+    """aiosmtpd's SMTP protocol with a virtual server's policy; also its own handler.
+
+    aiosmtpd finds its commands, AUTH mechanisms and handler hooks by introspecting every new
+    session (``inspect.getmembers``, ``dir``: about a millisecond each time). Here ``__dir__``
+    hands it, while it does so, only the names it looks for, found once per class
+    (``_protocol_names``); and its command table is ``CommandTable``, which runs every command
+    through ``dispatch`` (rate, junk limit, protocol log) without a wrapper per command.
+
+    aiosmtpd internals still used, for want of a public hook (aiosmtpd is pinned):
+    ``_smtp_methods`` (replaced by ``CommandTable``: the only place every command passes),
+    ``_handle_client`` (admission before its greeting), ``_reader`` / ``_writer`` (DATA, AUTH
+    answers and a last reply written while closing), ``_tls_protocol`` (is the session
+    encrypted), ``_reset_timeout`` / ``_timeout_cb`` (time-out while reading DATA; dropping a
+    closed session that does not read) and ``_set_post_data_state`` (the envelope after DATA).
+    """
+
+    def __dir__(self) -> Iterable[str]:
+        if self.__dict__.get("introspecting"):
+            return _protocol_names(type(self))
+        return super().__dir__()
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -80,6 +102,7 @@ class RelaySMTP(SMTP):
         self.organization = self.runtime.organization
         self.directory = self.runtime.directory
         config = self.config
+        self.introspecting = True
         super().__init__(
             self,
             data_size_limit=config.message_size_limit,
@@ -92,11 +115,11 @@ class RelaySMTP(SMTP):
             auth_exclude_mechanism=() if config.auth_basic else ("PLAIN", "LOGIN"),
             loop=asyncio.get_running_loop(),
         )
+        self.introspecting = False
         # aiosmtpd keeps these limits on the class, shared by every session; keep our own.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        self._smtp_methods = {
-            name: self._guarded(name, method) for name, method in self._smtp_methods.items()
-        }
+        # aiosmtpd only looks commands up in it (``get``, and ``items`` for HELP): a mapping.
+        self._smtp_methods = CommandTable(self)  # type: ignore[assignment]
         self.client_address = ""
         self.client_port = 0
         self.client_name: str | None = None  # forward-confirmed reverse DNS name
@@ -243,25 +266,21 @@ class RelaySMTP(SMTP):
         self.close()
 
     # --- every command: rate, junk and error limits, protocol log ---------------------------
-    def _guarded(
-        self, name: str, method: Callable[[str | None], Awaitable[None]]
-    ) -> Callable[[str | None], Awaitable[None]]:
-        async def guarded(argument: str | None) -> None:
-            if self.closing:
+    async def dispatch(self, name: str, method: Command, argument: str | None) -> None:
+        """Every command, as aiosmtpd's command loop calls it (through ``CommandTable``)."""
+        if self.closing:
+            return
+        await self._throttle()
+        if name in JUNK_COMMANDS:
+            self.junk_commands += 1
+            if self.junk_commands > JUNK_COMMAND_LIMIT:
+                await self.push("421 4.7.0 Too many commands without mail, closing")
+                self.close()
                 return
-            await self._throttle()
-            if name in JUNK_COMMANDS:
-                self.junk_commands += 1
-                if self.junk_commands > JUNK_COMMAND_LIMIT:
-                    await self.push("421 4.7.0 Too many commands without mail, closing")
-                    self.close()
-                    return
-            self.command = name
-            self.raw_argument = argument or ""
-            self.command_started = time.monotonic()
-            await method(argument)
-
-        return guarded
+        self.command = name
+        self.raw_argument = argument or ""
+        self.command_started = time.monotonic()
+        await method(self, argument)
 
     async def _throttle(self) -> None:
         now = time.monotonic()
@@ -632,12 +651,12 @@ class RelaySMTP(SMTP):
         # message stored is never answered with anything but its 250.
         self.in_data = self.data_open = True
         try:
-            content, problem = await self.read_data()
-            if problem is not None:
+            content, outcome = await self.read_data()
+            if outcome is not DataOutcome.COMPLETE:
                 self._set_post_data_state()
                 self.data_open = False
-                await self.push(str(problem))
-                if problem == policy.BARE_LINE_ENDING:
+                await self.push(str(policy.data_reply(outcome, self.config)))
+                if policy.data_ends_session(outcome):
                     self.close()
                 return
             reply = await self.accept_message(content)
@@ -649,54 +668,21 @@ class RelaySMTP(SMTP):
         if self.close_after_data:
             self.terminate(self.close_after_data)
 
-    async def read_data(self) -> tuple[bytes, Reply | None]:
-        """The message up to the lone dot, dot-unstuffed; or the reason it is refused. A
-        refused message is read to its end first (RFC 5321 4.2.5), so the session goes on as
-        after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
+    async def read_data(self) -> tuple[bytes, DataOutcome]:
+        """The message up to the lone dot, dot-unstuffed, and how it ended (``relay.smtp.data``).
+        A refused message is read to its end first (RFC 5321 4.2.5), so the session goes on
+        as after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
         commands."""
-        config = self.config
-        lines: list[bytes] = []
-        size = 0
-        problem: Reply | None = None
-        fragments: list[bytes] = []
-        while True:
+        scanner = DataScanner(self.config, self.session_bytes)
+        while not scanner.done:
             if self.transport is None:  # closed meanwhile: the message is incomplete
-                return b"", Reply(421, "4.4.2 Connection closed before the end of the message")
-            try:
-                line = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as overrun:
-                line = await self._reader.read(overrun.consumed)
-                if problem is None:
-                    problem = policy.LINE_TOO_LONG
-                lines.clear()
+                return b"", DataOutcome.CLOSED
+            block = await read_block(self._reader, scanner)
             self._reset_timeout()
-            self.bytes_in += len(line)
-            if not fragments and line == b".\r\n":
-                break
-            if not line.endswith(b"\r\n"):
-                fragments.append(line)
-                continue
-            if fragments:
-                fragments.clear()
-                continue  # the end of an over-long line, already refused
-            unstuffed = line[1:] if line.startswith(b".") else line
-            refusal = policy.data_line_refusal(unstuffed)
-            if refusal == policy.BARE_LINE_ENDING:
-                return b"", refusal
-            size += len(line)
-            if problem is not None:
-                continue
-            if refusal is not None:
-                problem = refusal
-                lines.clear()
-            elif (
-                problem := policy.message_size_reply(size, config)
-                or policy.session_size_reply(self.session_bytes + size, config)
-            ) is not None:
-                lines.clear()
-            else:
-                lines.append(unstuffed)
-        return b"".join(lines), problem
+            self.bytes_in += len(block)
+            scanner.feed(block)
+        assert scanner.outcome is not None
+        return scanner.content, scanner.outcome
 
     async def accept_message(self, content: bytes) -> str:
         envelope = self.envelope
@@ -738,6 +724,73 @@ class RelaySMTP(SMTP):
         self.session_bytes += len(content)
         self.listener.deliver_local_soon(accepted.local_entry_ids)
         return accepted.reply
+
+
+Command = Callable[[RelaySMTP, "str | None"], Awaitable[None]]
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+_COMMANDS: dict[type, dict[str, tuple[Command, dict[str, Any]]]] = {}
+
+
+def _protocol_names(cls: type) -> tuple[str, ...]:
+    """What aiosmtpd's introspection of a new session looks for: commands, AUTH mechanisms
+    and handler hooks (the session is its own handler). Found once per class."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(
+            n for n in dir(cls) if n.startswith(("smtp_", "auth_", "handle_"))
+        )
+    return names
+
+
+def _commands(cls: type) -> dict[str, tuple[Command, dict[str, Any]]]:
+    """The class's commands: each method, and what HELP reads of it (aiosmtpd's ``@syntax``,
+    from the nearest class that declares it: an override keeps the syntax it overrides)."""
+    commands = _COMMANDS.get(cls)
+    if commands is None:
+        commands = _COMMANDS[cls] = {
+            n[len("smtp_") :]: (getattr(cls, n), _syntax(cls, n))
+            for n in dir(cls)
+            if n.startswith("smtp_")
+        }
+    return commands
+
+
+def _syntax(cls: type, attribute: str) -> dict[str, Any]:
+    for owner in cls.__mro__:
+        method = vars(owner).get(attribute)
+        if method is not None and hasattr(method, "__smtp_syntax__"):
+            return {k: v for k, v in vars(method).items() if k.startswith("__smtp_syntax")}
+    return {}
+
+
+class CommandTable(Mapping[str, Callable[["str | None"], Awaitable[None]]]):
+    """aiosmtpd's table of commands (its ``_smtp_methods``) for one session: the class's
+    ``smtp_*`` methods, each called through the session's ``dispatch``. A command's callable
+    is made the first time the session uses it, and keeps what HELP reads (its syntax)."""
+
+    __slots__ = ("bound", "commands", "session")
+
+    def __init__(self, session: RelaySMTP) -> None:
+        self.session = session
+        self.commands = _commands(type(session))
+        self.bound: dict[str, Callable[[str | None], Awaitable[None]]] = {}
+
+    def __getitem__(self, name: str) -> Callable[[str | None], Awaitable[None]]:
+        bound = self.bound.get(name)
+        if bound is None:
+            method, syntax = self.commands[name]
+            command = functools.partial(self.session.dispatch, name, method)
+            command.__dict__.update(syntax)
+            bound = self.bound[name] = command
+        return bound
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.commands)
+
+    def __len__(self) -> int:
+        return len(self.commands)
 
 
 def _sender(envelope: Envelope) -> str:

@@ -9,22 +9,31 @@ from dataclasses import replace
 import pytest
 
 from relay.smtp.config import KB, ListenerConfig
+from relay.smtp.data import DataScanner
 from relay.smtp.policy import (
-    BARE_LINE_ENDING,
-    LINE_TOO_LONG,
-    NUL_IN_DATA,
-    data_line_refusal,
+    DataOutcome,
+    data_ends_session,
+    data_line_outcome,
+    data_reply,
+    data_size_outcome,
     declared_size_reply,
     hop_count,
     hop_count_reply,
     message_count_reply,
-    message_size_reply,
     recipient_count_reply,
     session_size_reply,
     size_refusal,
 )
 
 DEFAULT = ListenerConfig(id=1)
+BARE_LINE_ENDING = DataOutcome.BARE_LINE_ENDING
+NUL_IN_DATA = DataOutcome.NUL
+LINE_TOO_LONG = DataOutcome.LINE_TOO_LONG
+
+
+def data_line_refusal(line: bytes) -> DataOutcome | None:
+    """A line as read up to and including its CRLF (or what came before the end of input)."""
+    return data_line_outcome(line[:-2] if line.endswith(b"\r\n") else line)
 
 
 def received(n: int) -> bytes:
@@ -112,14 +121,14 @@ def test_a_line_ending_in_one_crlf_is_clean(line: bytes) -> None:
 @pytest.mark.parametrize("line", [b"\x00.\r\n", b"a\x00b\r\n", b"\x00", b"x" * 2000 + b"\x00\r\n"])
 def test_a_nul_in_a_line_is_refused(line: bytes) -> None:
     assert data_line_refusal(line) == NUL_IN_DATA
-    assert str(NUL_IN_DATA).startswith("554 5.6.0 ")
+    assert str(data_reply(NUL_IN_DATA, DEFAULT)).startswith("554 5.6.0 ")
 
 
 def test_a_line_is_refused_past_998_octets_before_its_crlf() -> None:
     assert data_line_refusal(b"x" * 998 + b"\r\n") is None
     assert data_line_refusal(b"x" * 999 + b"\r\n") == LINE_TOO_LONG
     assert data_line_refusal(b"x" * 999) == LINE_TOO_LONG
-    assert str(LINE_TOO_LONG).startswith("500 5.5.2 ")
+    assert str(data_reply(LINE_TOO_LONG, DEFAULT)).startswith("500 5.5.2 ")
 
 
 def test_a_bare_line_ending_outranks_the_other_refusals() -> None:
@@ -127,17 +136,11 @@ def test_a_bare_line_ending_outranks_the_other_refusals() -> None:
     assert data_line_refusal(b"\x00" + b"x" * 2000 + b"\n.\n\r\n") == BARE_LINE_ENDING
 
 
-def relay_lines(stream: bytes) -> list[bytes]:
-    """Split DATA the way the relay reads it: readuntil(b"\\r\\n"), the rest a fragment."""
-    lines = []
-    while stream:
-        end = stream.find(b"\r\n")
-        if end < 0:
-            lines.append(stream)
-            break
-        lines.append(stream[: end + 2])
-        stream = stream[end + 2 :]
-    return lines
+def scanned(stream: bytes) -> DataOutcome | None:
+    """What the relay's DATA reader makes of ``stream`` followed by the end of data."""
+    scanner = DataScanner(DEFAULT, 0)
+    scanner.feed(stream + b"\r\n.\r\n")
+    return scanner.outcome
 
 
 SMUGGLING = [
@@ -151,16 +154,30 @@ SMUGGLING = [
 
 
 @pytest.mark.parametrize("stream", SMUGGLING)
-def test_every_smuggling_sequence_is_caught_line_by_line_as_the_relay_reads_it(
-    stream: bytes,
-) -> None:
-    assert BARE_LINE_ENDING in (data_line_refusal(line) for line in relay_lines(stream))
+def test_every_smuggling_sequence_is_caught_as_the_relay_reads_it(stream: bytes) -> None:
+    assert scanned(stream) is BARE_LINE_ENDING
+    assert data_ends_session(BARE_LINE_ENDING)
+    assert str(data_reply(BARE_LINE_ENDING, DEFAULT)).startswith("554 5.5.2 Bare CR or LF")
 
 
 def test_a_clean_message_passes() -> None:
     message = b"Subject: hi\r\n\r\nline one\r\n.dot\r\n\r\nlast\r\n"
 
-    assert not any(data_line_refusal(line) for line in relay_lines(message))
+    assert scanned(message) is DataOutcome.COMPLETE
+    assert data_reply(DataOutcome.COMPLETE, DEFAULT) is None
+    assert not data_ends_session(DataOutcome.COMPLETE)
+
+
+def test_a_refused_message_leaves_the_session_open() -> None:
+    for outcome in (
+        NUL_IN_DATA,
+        LINE_TOO_LONG,
+        DataOutcome.MESSAGE_TOO_BIG,
+        DataOutcome.SESSION_TOO_BIG,
+    ):
+        assert not data_ends_session(outcome)
+    assert data_ends_session(DataOutcome.CLOSED)
+    assert str(data_reply(DataOutcome.CLOSED, DEFAULT)).startswith("421 4.4.2")
 
 
 # --- sizes --------------------------------------------------------------------------------
@@ -177,15 +194,29 @@ def test_a_declared_size_over_the_limit_is_refused() -> None:
 
 
 def test_the_actual_size_over_the_limit_is_refused() -> None:
-    assert message_size_reply(LIMIT, DEFAULT) is None
-    assert str(message_size_reply(LIMIT + 1, DEFAULT)).startswith("552 5.3.4")
+    assert data_size_outcome(LIMIT, 0, DEFAULT) is None
+    assert data_size_outcome(LIMIT + 1, 0, DEFAULT) is DataOutcome.MESSAGE_TOO_BIG
+    assert str(data_reply(DataOutcome.MESSAGE_TOO_BIG, DEFAULT)) == (
+        "552 5.3.4 Message size exceeds fixed maximum message size (4194304 bytes)"
+    )
+
+
+def test_the_actual_size_counts_against_what_is_left_of_the_session_limit() -> None:
+    config = replace(DEFAULT, session_size_limit=10 * KB)
+
+    assert data_size_outcome(4 * KB, 6 * KB, config) is None
+    assert data_size_outcome(4 * KB + 1, 6 * KB, config) is DataOutcome.SESSION_TOO_BIG
+    assert str(data_reply(DataOutcome.SESSION_TOO_BIG, config)) == (
+        "552 5.3.4 Session size limit exceeded (10240 bytes for all messages of one "
+        "connection); send the rest in a new connection"
+    )
 
 
 def test_without_a_size_limit_any_size_is_taken() -> None:
     unlimited = replace(DEFAULT, message_size_limit=None)
 
     assert declared_size_reply(10**12, unlimited) is None
-    assert message_size_reply(10**12, unlimited) is None
+    assert data_size_outcome(10**12, 0, unlimited) is None
 
 
 def test_the_session_size_limit_counts_every_message_of_the_connection() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from relay.models import Message
 from relay.smtp import policy
+from relay.smtp.data import DataScanner
 from tests.relay.harness import RelayThread, wait_for
 from tests.relay.wire import Wire, well_formed
 from tests.relay.world import World, message
@@ -73,7 +74,7 @@ def test_an_error_in_message_data_closes_the_session(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("data line check failed")
 
-    monkeypatch.setattr(policy, "data_line_refusal", broken)
+    monkeypatch.setattr(DataScanner, "feed", broken)
     relay(world.server)
     with Wire(world.port) as wire:
         assert wire.transaction().startswith(b"354")
