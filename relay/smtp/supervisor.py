@@ -8,6 +8,10 @@ clients 421. A listener that cannot bind is reported "disabled" with the reason 
 the others keep running. The pass also reports states, the live sessions (Current Sessions)
 and carries out Terminate requests; every few seconds it writes the heartbeat and sweeps due
 local deliveries.
+
+With several intake processes (relay.smtp.processes) each runs this supervisor in its
+``IntakeRole``: its listeners share the ports (SO_REUSEPORT), it reports only its own sessions,
+hands local deliveries to the parent and leaves the heartbeat and the due sweep to it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.utils import timezone
@@ -45,6 +50,14 @@ BIND_RETRY_SECONDS = 10.0
 LOCAL_SWEEP_SECONDS = 5.0
 T = TypeVar("T")
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
+
+
+@dataclass(frozen=True)
+class IntakeRole:
+    """This process is one of several intake processes under a parent supervisor."""
+
+    parent_pid: int  # it stops when this process is no longer its parent
+    hand_over: Callable[[Sequence[int]], None]  # queue entries the parent delivers locally now
 
 
 class Listener:
@@ -148,7 +161,12 @@ class Listener:
         host, port = self.config.binding
         try:
             self.server = await loop.create_server(
-                lambda: RelaySMTP(self), host=host, port=port, reuse_address=True
+                lambda: RelaySMTP(self),
+                host=host,
+                port=port,
+                reuse_address=True,
+                # Intake processes share the port; a foreign socket without it still refuses us.
+                reuse_port=True if self.supervisor.intake is not None else None,
             )
         except OSError as error:
             self.server = None
@@ -228,7 +246,9 @@ class Supervisor:
         grace: float = 30.0,
         version: str = "",
         address: str = "",
+        intake: IntakeRole | None = None,
     ) -> None:
+        self.intake = intake
         self.server_id = server.pk
         self.server_name = server.name
         self.interval = interval
@@ -237,6 +257,8 @@ class Supervisor:
         self.version = version
         self.address = address
         self.runtime = RelayRuntime(worker=f"{server.name}/{os.getpid()}")
+        # An intake process reports its own sessions only; alone, every session of the server.
+        self.session_scope = f"{self.runtime.worker}/" if intake is not None else ""
         self.tls = TlsContexts()
         self.listeners: dict[int, Listener] = {}
         self.configuration: RelayConfiguration | None = None
@@ -266,6 +288,11 @@ class Supervisor:
             log.error("background work failed: %r", task.exception())
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
+        if self.intake is not None:
+            wanted = list(entry_ids)
+            if wanted:
+                self.intake.hand_over(wanted)
+            return
         for entry_id in entry_ids:
             self.background(self.runtime.run(deliver_local, entry_id, self.runtime.worker))
 
@@ -276,6 +303,10 @@ class Supervisor:
     async def run(self) -> None:
         try:
             while not self.stopping.is_set():
+                if self.intake is not None and os.getppid() != self.intake.parent_pid:
+                    log.warning("the relay supervisor is gone; this intake process stops")
+                    self.stop()
+                    break
                 try:
                     await self.run_pass()
                 except Exception:
@@ -289,13 +320,14 @@ class Supervisor:
 
     async def run_pass(self) -> None:
         now = time.monotonic()
-        if now - self.last_heartbeat >= self.heartbeat_interval:
+        alone = self.intake is None  # otherwise the parent writes the heartbeat and sweeps
+        if alone and now - self.last_heartbeat >= self.heartbeat_interval:
             await self.runtime.run(heartbeat, self.server_id, self.version, self.address)
             self.last_heartbeat = now
         configuration = await self.runtime.run(load, self.server_id, self.configuration)
         await self.apply(configuration)
         await self.report()
-        if now - self.last_sweep >= LOCAL_SWEEP_SECONDS:
+        if alone and now - self.last_sweep >= LOCAL_SWEEP_SECONDS:
             self.last_sweep = now
             self.background(
                 self.runtime.run(deliver_due_local, self.server_id, self.runtime.worker)
@@ -333,7 +365,9 @@ class Supervisor:
             for listener in self.listeners.values()
             for session, key in listener.sessions.items()
         ]
-        terminate = await self.runtime.run(sync_live_sessions, self.server_id, facts)
+        terminate = await self.runtime.run(
+            sync_live_sessions, self.server_id, facts, scope=self.session_scope
+        )
         if terminate:
             for listener in self.listeners.values():
                 for session, key in list(listener.sessions.items()):
@@ -362,7 +396,7 @@ class Supervisor:
                 for vs_id in self.listeners
             }
             await self.runtime.run(report_states, stopped)
-            await self.runtime.run(sync_live_sessions, self.server_id, [])
+            await self.runtime.run(sync_live_sessions, self.server_id, [], scope=self.session_scope)
         except Exception:
             log.exception("could not report the stop")
         self.runtime.shutdown()

@@ -4,10 +4,15 @@ It registers the server, then runs the supervisor (``relay.smtp.supervisor``) on
 loop: one SMTP listener per enabled virtual server of this server, following configuration
 changes within a second or two, with heartbeat, Current Sessions and local delivery.
 SIGTERM or Ctrl-C stops accepting, lets sessions in DATA finish (``--grace``) and exits.
+
+With more than one process (``--processes``, ``SMTPADMIN_RELAY_PROCESSES``; one per core by
+default) this process is the parent of that many intake processes (``relay.smtp.processes``),
+which are this same command started with ``--intake-of``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -21,7 +26,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from relay.smtp.supervisor import Supervisor
+from relay.smtp.processes import (
+    PipeWriter,
+    ProcessSupervisor,
+    available_cores,
+    die_with_parent,
+    intake_processes,
+)
+from relay.smtp.supervisor import IntakeRole, Supervisor
 from servers.models import RoutingGroup, Server
 from smtpadmin.host import host_address, host_fqdn, software_version
 
@@ -66,6 +78,18 @@ class Command(BaseCommand):
             default=30.0,
             help="Seconds sessions in DATA get to finish when stopping. Default: 30.",
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=None,
+            help=(
+                "Intake processes on the same ports (1: everything in this one process; "
+                "0: one per core). Default: SMTPADMIN_RELAY_PROCESSES."
+            ),
+        )
+        # Set by the parent on the intake processes it starts (relay.smtp.processes).
+        parser.add_argument("--intake-of", type=int, default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--intake-pipe", type=int, default=None, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = (options["server"] or settings.SMTPADMIN_SERVER_NAME).strip()
@@ -79,6 +103,13 @@ class Command(BaseCommand):
             )
         if options["grace"] < 0:
             raise CommandError("--grace cannot be negative.")
+        if options["processes"] is not None and options["processes"] < 0:
+            raise CommandError("--processes cannot be negative.")
+        if (options["intake_of"] is None) != (options["intake_pipe"] is None):
+            raise CommandError("--intake-of and --intake-pipe go together.")
+        processes = intake_processes(
+            options["processes"], settings.SMTPADMIN_RELAY_PROCESSES, available_cores()
+        )
         self.server_name = name
         version = software_version()
         # A stop asked for before the event loop runs (during startup) is kept, not lost.
@@ -88,16 +119,40 @@ class Command(BaseCommand):
         try:
             if connection.connection is not None:
                 name_connection(None, connection)
-            server = self.register_server()
-            log.info("runrelay %s started as server '%s' (pid %d)", version, name, os.getpid())
-            supervisor = Supervisor(
-                server,
-                interval=interval,
-                heartbeat_interval=min(5.0, limit / 3),
-                grace=options["grace"],
-                version=version,
-                address=host_address(),
-            )
+            intake: IntakeRole | None = None
+            if options["intake_of"] is not None:
+                parent = options["intake_of"]
+                if not die_with_parent(parent):
+                    log.warning("the relay supervisor (pid %d) is gone; not starting", parent)
+                    return
+                intake = IntakeRole(parent, PipeWriter(options["intake_pipe"]))
+                server = Server.objects.get(name=name)  # the parent registered it
+                log.info("intake process of server '%s' started (pid %d)", name, os.getpid())
+            else:
+                server = self.register_server()
+                log.info("runrelay %s started as server '%s' (pid %d)", version, name, os.getpid())
+            supervisor: Supervisor | ProcessSupervisor
+            if intake is None and processes > 1 and not options["once"]:
+                log.info("running %d intake processes", processes)
+                supervisor = ProcessSupervisor(
+                    server,
+                    processes=processes,
+                    interval=interval,
+                    heartbeat_interval=min(5.0, limit / 3),
+                    grace=options["grace"],
+                    version=version,
+                    address=host_address(),
+                )
+            else:
+                supervisor = Supervisor(
+                    server,
+                    interval=interval,
+                    heartbeat_interval=min(5.0, limit / 3),
+                    grace=options["grace"],
+                    version=version,
+                    address=host_address(),
+                    intake=intake,
+                )
             asyncio.run(self.serve(supervisor, once=options["once"]))
         finally:
             connection_created.disconnect(name_connection)
@@ -108,7 +163,7 @@ class Command(BaseCommand):
     def _early_signal(self, signum: int, frame: Any) -> None:
         self.stop_requested = signum
 
-    async def serve(self, supervisor: Supervisor, *, once: bool) -> None:
+    async def serve(self, supervisor: Supervisor | ProcessSupervisor, *, once: bool) -> None:
         loop = asyncio.get_running_loop()
         for signum in _STOP_SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum, supervisor)
@@ -126,7 +181,7 @@ class Command(BaseCommand):
             for signum in _STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
 
-    def _on_signal(self, signum: int, supervisor: Supervisor) -> None:
+    def _on_signal(self, signum: int, supervisor: Supervisor | ProcessSupervisor) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
         supervisor.stop()
 
