@@ -106,6 +106,7 @@ def child_command(
         str(parent_pid),
         "--intake-pipe",
         str(pipe),
+        "--skip-checks",  # the parent ran them
     ]
 
 
@@ -286,7 +287,11 @@ class ProcessSupervisor:
             return
         *lines, child.pending = (child.pending + data).split(b"\n")
         for entry_id in entry_ids(lines):
-            self.background(self.runtime.run(deliver_local, entry_id, self.worker))
+            self.background(self.deliver(entry_id))
+
+    async def deliver(self, entry_id: int) -> None:
+        if await self.runtime.run(deliver_local, entry_id, self.worker):
+            log.debug("queue entry %d delivered locally by %s", entry_id, self.worker)
 
     async def reap(self) -> None:
         """Take note of children that died: remove their sessions, plan their restart."""
@@ -323,7 +328,7 @@ class ProcessSupervisor:
         with contextlib.suppress(OSError):
             os.close(child.pipe)
         for entry_id in entry_ids(child.pending.split(b"\n")):
-            self.background(self.runtime.run(deliver_local, entry_id, self.worker))
+            self.background(self.deliver(entry_id))
         child.pending = b""
 
     async def forget_sessions(self, child: Child) -> None:
