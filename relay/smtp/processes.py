@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from relay.local import deliver_due_local, deliver_local
 from relay.smtp.runtime import RelayRuntime
+from relay.smtp.shared_counts import SharedCounts, create_table
 from relay.smtp.supervisor import LOCAL_SWEEP_SECONDS, heartbeat
 from servers.models import Server, VirtualServer
 from servers.models.sessions import sync_live_sessions
@@ -90,8 +91,20 @@ def session_scope(server_name: str, pid: int) -> str:
 
 
 def child_command(
-    server_name: str, *, interval: float, grace: float, parent_pid: int, pipe: int
+    server_name: str,
+    *,
+    interval: float,
+    grace: float,
+    parent_pid: int,
+    pipe: int,
+    counts: tuple[int, int] | None = None,
 ) -> list[str]:
+    """``counts``: the shared connection counts' file descriptor and the child's row."""
+    shared = (
+        []
+        if counts is None
+        else ["--intake-counts", str(counts[0]), "--intake-row", str(counts[1])]
+    )
     return [
         sys.executable,
         str(Path(settings.BASE_DIR) / "manage.py"),
@@ -106,6 +119,7 @@ def child_command(
         str(parent_pid),
         "--intake-pipe",
         str(pipe),
+        *shared,
         "--skip-checks",  # the parent ran them
     ]
 
@@ -189,6 +203,8 @@ class ProcessSupervisor:
         self.address = address
         self.runtime = RelayRuntime(worker=f"{server.name}/{os.getpid()}")
         self.slots = [Slot(number) for number in range(processes)]
+        self.counts_fd = create_table(processes)
+        self.counts = None if self.counts_fd is None else SharedCounts(self.counts_fd, processes, 0)
         self.tasks: set[asyncio.Future[Any]] = set()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
@@ -248,6 +264,9 @@ class ProcessSupervisor:
     # --- children -----------------------------------------------------------------------------
     def start_child(self, slot: Slot) -> None:
         read_end, write_end = os.pipe()
+        shared = None if self.counts_fd is None else (self.counts_fd, slot.number)
+        if self.counts is not None:
+            self.counts.clear_row(slot.number)  # what the previous child held
         try:
             process = subprocess.Popen(  # noqa: S603 -- this interpreter, our own manage.py
                 child_command(
@@ -256,8 +275,9 @@ class ProcessSupervisor:
                     grace=self.grace,
                     parent_pid=os.getpid(),
                     pipe=write_end,
+                    counts=shared,
                 ),
-                pass_fds=(write_end,),
+                pass_fds=(write_end,) if self.counts_fd is None else (write_end, self.counts_fd),
                 cwd=Path(settings.BASE_DIR),
             )
         except OSError as error:
@@ -300,6 +320,8 @@ class ProcessSupervisor:
             if child is None or child.process.poll() is None:
                 continue
             slot.child = None
+            if self.counts is not None:
+                self.counts.clear_row(slot.number)  # its sessions are gone
             self.drain(child)
             lived = time.monotonic() - child.started_at
             slot.crashes = 1 if lived >= STABLE_SECONDS else slot.crashes + 1

@@ -40,6 +40,7 @@ from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
 from relay.smtp.protocol_log import ProtocolLog
 from relay.smtp.runtime import RelayRuntime
+from relay.smtp.shared_counts import SharedCounts
 from relay.smtp.tls import TlsContexts
 from servers.models import Server, VirtualServer
 from servers.models.sessions import SessionFacts, sync_live_sessions
@@ -58,6 +59,7 @@ class IntakeRole:
 
     parent_pid: int  # it stops when this process is no longer its parent
     hand_over: Callable[[Sequence[int]], None]  # queue entries the parent delivers locally now
+    counts: SharedCounts | None = None  # admitted sessions of every intake process
 
 
 class Listener:
@@ -92,16 +94,24 @@ class Listener:
         if session in self.slots:
             return None
         client = session.client_address
+        shared = self.supervisor.shared_counts
+        vs_id = session.config.id
         refusal = policy.connection_limit_reply(
-            len(self.slots),
+            len(self.slots) if shared is None else shared.sessions(vs_id),
             session.config,
             client_ip=client,
-            from_client=self.slots_by_client[client],
+            from_client=(
+                self.slots_by_client[client]
+                if shared is None
+                else shared.from_client(vs_id, client)
+            ),
         )
         # A session already gone (unregistered) must not take a slot nobody would give back.
         if refusal is None and session in self.sessions:
             self.slots.add(session)
             self.slots_by_client[client] += 1
+            if shared is not None:
+                shared.take(vs_id, client)
         return refusal
 
     def release_slot(self, session: RelaySMTP) -> None:
@@ -110,6 +120,8 @@ class Listener:
             return
         self.slots.discard(session)
         client = session.client_address
+        if self.supervisor.shared_counts is not None:
+            self.supervisor.shared_counts.give_back(session.config.id, client)
         self.slots_by_client[client] -= 1
         if self.slots_by_client[client] <= 0:
             del self.slots_by_client[client]
@@ -249,6 +261,8 @@ class Supervisor:
         intake: IntakeRole | None = None,
     ) -> None:
         self.intake = intake
+        # Connection limits count the sessions of every intake process of this server.
+        self.shared_counts = intake.counts if intake is not None else None
         self.server_id = server.pk
         self.server_name = server.name
         self.interval = interval

@@ -402,3 +402,48 @@ def test_one_process_runs_everything_itself(world: World, start: Start) -> None:
     with smtp(world.port) as client:
         send(client, "alone")
     world.delivered("alice@smtpadmin.test")
+
+
+def connect_from(port: int, source: str) -> smtplib.SMTP | int:
+    """A session from ``source`` (a loopback address), or the code of the refusal."""
+    try:
+        client = smtplib.SMTP(
+            "127.0.0.1", port, local_hostname="client.test", timeout=10, source_address=(source, 0)
+        )
+    except smtplib.SMTPConnectError as refused:
+        return refused.smtp_code
+    client.ehlo()
+    return client
+
+
+def refused(port: int, source: str) -> bool:
+    """Whether a new session from ``source`` is refused with 421 (one admitted is closed)."""
+    client = connect_from(port, source)
+    if isinstance(client, smtplib.SMTP):
+        close_quietly(client)
+        return False
+    return client == 421
+
+
+def test_connection_limits_count_the_sessions_of_both_processes(world: World, start: Start) -> None:
+    relay = start("--processes", "2")
+    pids = relay.children(2)
+    relay.hold_sessions(world.port, pids)  # both listen
+    relay.close_clients()
+    world.configure(connection_limit=5, connection_limit_per_client=3)
+
+    def hold(source: str) -> None:
+        client = connect_from(world.port, source)
+        assert isinstance(client, smtplib.SMTP), client
+        relay.clients.append(client)
+
+    for _ in range(3):
+        hold("127.0.0.2")
+    # Whichever process a fourth connection from that address reaches, it is one too many.
+    wait_for(lambda: all(refused(world.port, "127.0.0.2") for _ in range(8)), APPLY_WITHIN + 1)
+    for _ in range(2):
+        hold("127.0.0.3")
+    # Five in all: the virtual server is full for every other address too.
+    assert all(refused(world.port, "127.0.0.4") for _ in range(8))
+    relay.close_clients()
+    wait_for(lambda: not refused(world.port, "127.0.0.4"), 5)

@@ -33,6 +33,7 @@ from relay.smtp.processes import (
     die_with_parent,
     intake_processes,
 )
+from relay.smtp.shared_counts import SharedCounts, rows_of
 from relay.smtp.supervisor import IntakeRole, Supervisor
 from servers.models import RoutingGroup, Server
 from smtpadmin.host import host_address, host_fqdn, software_version
@@ -90,6 +91,8 @@ class Command(BaseCommand):
         # Set by the parent on the intake processes it starts (relay.smtp.processes).
         parser.add_argument("--intake-of", type=int, default=None, help=argparse.SUPPRESS)
         parser.add_argument("--intake-pipe", type=int, default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--intake-counts", type=int, default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--intake-row", type=int, default=0, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = (options["server"] or settings.SMTPADMIN_SERVER_NAME).strip()
@@ -125,7 +128,14 @@ class Command(BaseCommand):
                 if not die_with_parent(parent):
                     log.warning("the relay supervisor (pid %d) is gone; not starting", parent)
                     return
-                intake = IntakeRole(parent, PipeWriter(options["intake_pipe"]))
+                counts_fd = options["intake_counts"]
+                intake = IntakeRole(
+                    parent,
+                    PipeWriter(options["intake_pipe"]),
+                    None
+                    if counts_fd is None
+                    else SharedCounts(counts_fd, rows_of(counts_fd), options["intake_row"]),
+                )
                 server = Server.objects.get(name=name)  # the parent registered it
                 log.info("intake process of server '%s' started (pid %d)", name, os.getpid())
             else:
