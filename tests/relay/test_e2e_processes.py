@@ -212,6 +212,7 @@ def start(world: World, tmp_path: Path) -> Iterator[Start]:
                 env=process_environment(SMTPADMIN_VAR_DIR=str(tmp_path / "var"), **environment),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, for Ctrl-C
             )
         relay = Relay(process, log_path, world.server.name)
         started.append(relay)
@@ -353,6 +354,21 @@ def test_sigterm_stops_every_process_and_a_message_in_data_gets_its_250(
     assert state_of(world.vs) == VirtualServer.State.STOPPED
     assert not SmtpSession.objects.exists()
     assert len(world.delivered("alice@smtpadmin.test", count=2)) == 2
+
+
+def test_ctrl_c_stops_the_process_group_without_restarting_a_child(
+    world: World, start: Start
+) -> None:
+    relay = start("--processes", "2")
+    pids = relay.children(2)
+    relay.hold_sessions(world.port, pids)
+    os.killpg(relay.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert relay.process.wait(30) == 0, relay.log()
+    assert not any(alive(pid) for pid in pids)
+    # The parent alone took the signal and stopped its children.
+    assert relay.log().count("received SIGINT") == 1
+    assert "restarting" not in relay.log()
+    assert "Traceback" not in relay.log()
 
 
 def test_kill_9_of_the_parent_takes_the_children_with_it(world: World, start: Start) -> None:

@@ -115,27 +115,26 @@ class Command(BaseCommand):
         )
         self.server_name = name
         version = software_version()
+        child = options["intake_of"] is not None
+        # Ctrl-C reaches the whole process group; an intake process leaves it to the parent,
+        # which stops the children itself (and must not see one gone and restart it).
+        self.stop_signals = (signal.SIGTERM,) if child else _STOP_SIGNALS
         # A stop asked for before the event loop runs (during startup) is kept, not lost.
         self.stop_requested: int | None = None
-        previous = {signum: signal.signal(signum, self._early_signal) for signum in _STOP_SIGNALS}
+        previous = {
+            signum: signal.signal(signum, self._early_signal) for signum in self.stop_signals
+        }
+        if child:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         connection_created.connect(name_connection)
         try:
             if connection.connection is not None:
                 name_connection(None, connection)
             intake: IntakeRole | None = None
-            if options["intake_of"] is not None:
-                parent = options["intake_of"]
-                if not die_with_parent(parent):
-                    log.warning("the relay supervisor (pid %d) is gone; not starting", parent)
+            if child:
+                intake = self.intake_role(options)
+                if intake is None:
                     return
-                counts_fd = options["intake_counts"]
-                intake = IntakeRole(
-                    parent,
-                    PipeWriter(options["intake_pipe"]),
-                    None
-                    if counts_fd is None
-                    else SharedCounts(counts_fd, rows_of(counts_fd), options["intake_row"]),
-                )
                 server = Server.objects.get(name=name)  # the parent registered it
                 log.info("intake process of server '%s' started (pid %d)", name, os.getpid())
             else:
@@ -170,12 +169,26 @@ class Command(BaseCommand):
                 signal.signal(signum, handler)
         log.info("runrelay for server '%s' stopped", name)
 
+    def intake_role(self, options: dict[str, Any]) -> IntakeRole | None:
+        """What the parent handed this intake process; None when the parent is already gone."""
+        parent: int = options["intake_of"]
+        if not die_with_parent(parent):
+            log.warning("the relay supervisor (pid %d) is gone; not starting", parent)
+            return None
+        counts_fd: int | None = options["intake_counts"]
+        counts = (
+            None
+            if counts_fd is None
+            else SharedCounts(counts_fd, rows_of(counts_fd), options["intake_row"])
+        )
+        return IntakeRole(parent, PipeWriter(options["intake_pipe"]), counts)
+
     def _early_signal(self, signum: int, frame: Any) -> None:
         self.stop_requested = signum
 
     async def serve(self, supervisor: Supervisor | ProcessSupervisor, *, once: bool) -> None:
         loop = asyncio.get_running_loop()
-        for signum in _STOP_SIGNALS:
+        for signum in self.stop_signals:
             loop.add_signal_handler(signum, self._on_signal, signum, supervisor)
         if self.stop_requested is not None:
             self._on_signal(self.stop_requested, supervisor)
@@ -188,7 +201,7 @@ class Command(BaseCommand):
             else:
                 await supervisor.run()
         finally:
-            for signum in _STOP_SIGNALS:
+            for signum in self.stop_signals:
                 loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int, supervisor: Supervisor | ProcessSupervisor) -> None:
