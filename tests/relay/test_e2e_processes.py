@@ -315,7 +315,7 @@ def test_a_child_killed_with_9_is_replaced_and_its_sessions_cleared(
     victim, survivor = sorted(pids)
     os.kill(victim, signal.SIGKILL)
 
-    replaced = wait_for(lambda: (children_of(relay.pid) - pids) or None, STARTUP)
+    replaced: set[int] = wait_for(lambda: children_of(relay.pid) - pids, STARTUP)
     assert victim not in children_of(relay.pid)
     # The dead child's sessions are gone from Current Sessions, the other's remain.
     wait_for(lambda: victim not in session_pids(), 5)
