@@ -409,7 +409,9 @@ class Supervisor:
                 vs_id: (VirtualServer.State.STOPPED.value, "The relay worker stopped.")
                 for vs_id in self.listeners
             }
-            await self.runtime.run(report_states, stopped)
+            # The other intake processes may still be serving: the parent reports the stop.
+            if self.intake is None:
+                await self.runtime.run(report_states, stopped)
             await self.runtime.run(sync_live_sessions, self.server_id, [], scope=self.session_scope)
         except Exception:
             log.exception("could not report the stop")

@@ -15,6 +15,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +328,32 @@ def test_a_child_killed_with_9_is_replaced_and_its_sessions_cleared(
     for clients in fresh.values():
         send(clients[0], "after the kill")
     assert "exited with SIGKILL; restarting" in relay.log()
+
+
+def test_a_child_that_exits_is_restarted_and_the_virtual_server_stays_running(
+    world: World, start: Start
+) -> None:
+    relay = start("--processes", "2")
+    pids = relay.children(2)
+    wait_for(lambda: state_of(world.vs) == VirtualServer.State.RUNNING, STARTUP)
+    leaving = min(pids)
+    os.kill(leaving, signal.SIGTERM)  # a clean exit, not asked for by the parent
+    states = set()
+
+    def replaced() -> bool:
+        states.add(state_of(world.vs))
+        return len(children_of(relay.pid) - pids) == 1
+
+    wait_for(replaced, STARTUP)
+    (new,) = children_of(relay.pid) - pids
+    wait_for(lambda: f"'{world.server.name}' started (pid {new})" in relay.log(), STARTUP)
+    watch_until = time.monotonic() + 1.5  # its first passes
+    while time.monotonic() < watch_until:
+        states.add(state_of(world.vs))
+        time.sleep(0.02)
+    # The other process kept serving all along: the virtual server never showed as stopped.
+    assert states == {VirtualServer.State.RUNNING}
+    assert greeting(world.port) == 250
 
 
 def test_sigterm_stops_every_process_and_a_message_in_data_gets_its_250(
