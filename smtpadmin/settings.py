@@ -54,6 +54,9 @@ SMTPADMIN_TRUSTED_PROXIES = env_networks("SMTPADMIN_TRUSTED_PROXIES", [])
 SMTPADMIN_SERVER_NAME = env_str("SMTPADMIN_SERVER_NAME", socket.gethostname().split(".")[0])
 # Password of the `admin` user created by `make run` (of no other user); generated when unset.
 SMTPADMIN_ADMIN_PASSWORD = env_str("SMTPADMIN_ADMIN_PASSWORD", "")
+# Intake processes of the relay worker (runrelay --processes overrides): they share the SMTP
+# ports; 1 = everything in one process; 0 = one per core.
+SMTPADMIN_RELAY_PROCESSES = env_int("SMTPADMIN_RELAY_PROCESSES", 0, minimum=0)
 # Seconds without a heartbeat after which a server is shown as "not responding".
 SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum=5)
 # DNS servers of the relay when a virtual server names none: "ip", "ip:port" or "[v6]:port"

@@ -8,6 +8,10 @@ clients 421. A listener that cannot bind is reported "disabled" with the reason 
 the others keep running. The pass also reports states, the live sessions (Current Sessions)
 and carries out Terminate requests; every few seconds it writes the heartbeat and sweeps due
 local deliveries.
+
+With several intake processes (relay.smtp.processes) each runs this supervisor in its
+``IntakeRole``: its listeners share the ports (SO_REUSEPORT), it reports only its own sessions,
+hands local deliveries to the parent and leaves the heartbeat and the due sweep to it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.utils import timezone
@@ -35,6 +40,7 @@ from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
 from relay.smtp.protocol_log import ProtocolLog
 from relay.smtp.runtime import RelayRuntime
+from relay.smtp.shared_counts import SharedCounts
 from relay.smtp.tls import TlsContexts
 from servers.models import Server, VirtualServer
 from servers.models.sessions import SessionFacts, sync_live_sessions
@@ -45,6 +51,15 @@ BIND_RETRY_SECONDS = 10.0
 LOCAL_SWEEP_SECONDS = 5.0
 T = TypeVar("T")
 SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, closing transmission channel"
+
+
+@dataclass(frozen=True)
+class IntakeRole:
+    """This process is one of several intake processes under a parent supervisor."""
+
+    parent_pid: int  # it stops when this process is no longer its parent
+    hand_over: Callable[[Sequence[int]], None]  # queue entries the parent delivers locally now
+    counts: SharedCounts | None = None  # admitted sessions of every intake process
 
 
 class Listener:
@@ -79,16 +94,24 @@ class Listener:
         if session in self.slots:
             return None
         client = session.client_address
+        shared = self.supervisor.shared_counts
+        vs_id = session.config.id
         refusal = policy.connection_limit_reply(
-            len(self.slots),
+            len(self.slots) if shared is None else shared.sessions(vs_id),
             session.config,
             client_ip=client,
-            from_client=self.slots_by_client[client],
+            from_client=(
+                self.slots_by_client[client]
+                if shared is None
+                else shared.from_client(vs_id, client)
+            ),
         )
         # A session already gone (unregistered) must not take a slot nobody would give back.
         if refusal is None and session in self.sessions:
             self.slots.add(session)
             self.slots_by_client[client] += 1
+            if shared is not None:
+                shared.take(vs_id, client)
         return refusal
 
     def release_slot(self, session: RelaySMTP) -> None:
@@ -97,6 +120,8 @@ class Listener:
             return
         self.slots.discard(session)
         client = session.client_address
+        if self.supervisor.shared_counts is not None:
+            self.supervisor.shared_counts.give_back(session.config.id, client)
         self.slots_by_client[client] -= 1
         if self.slots_by_client[client] <= 0:
             del self.slots_by_client[client]
@@ -148,7 +173,12 @@ class Listener:
         host, port = self.config.binding
         try:
             self.server = await loop.create_server(
-                lambda: RelaySMTP(self), host=host, port=port, reuse_address=True
+                lambda: RelaySMTP(self),
+                host=host,
+                port=port,
+                reuse_address=True,
+                # Intake processes share the port; a foreign socket without it still refuses us.
+                reuse_port=True if self.supervisor.intake is not None else None,
             )
         except OSError as error:
             self.server = None
@@ -228,7 +258,11 @@ class Supervisor:
         grace: float = 30.0,
         version: str = "",
         address: str = "",
+        intake: IntakeRole | None = None,
     ) -> None:
+        self.intake = intake
+        # Connection limits count the sessions of every intake process of this server.
+        self.shared_counts = intake.counts if intake is not None else None
         self.server_id = server.pk
         self.server_name = server.name
         self.interval = interval
@@ -237,6 +271,8 @@ class Supervisor:
         self.version = version
         self.address = address
         self.runtime = RelayRuntime(worker=f"{server.name}/{os.getpid()}")
+        # An intake process reports its own sessions only; alone, every session of the server.
+        self.session_scope = f"{self.runtime.worker}/" if intake is not None else ""
         self.tls = TlsContexts()
         self.listeners: dict[int, Listener] = {}
         self.configuration: RelayConfiguration | None = None
@@ -266,6 +302,11 @@ class Supervisor:
             log.error("background work failed: %r", task.exception())
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
+        if self.intake is not None:
+            wanted = list(entry_ids)
+            if wanted:
+                self.intake.hand_over(wanted)
+            return
         for entry_id in entry_ids:
             self.background(self.runtime.run(deliver_local, entry_id, self.runtime.worker))
 
@@ -276,6 +317,10 @@ class Supervisor:
     async def run(self) -> None:
         try:
             while not self.stopping.is_set():
+                if self.intake is not None and os.getppid() != self.intake.parent_pid:
+                    log.warning("the relay supervisor is gone; this intake process stops")
+                    self.stop()
+                    break
                 try:
                     await self.run_pass()
                 except Exception:
@@ -289,13 +334,14 @@ class Supervisor:
 
     async def run_pass(self) -> None:
         now = time.monotonic()
-        if now - self.last_heartbeat >= self.heartbeat_interval:
+        alone = self.intake is None  # otherwise the parent writes the heartbeat and sweeps
+        if alone and now - self.last_heartbeat >= self.heartbeat_interval:
             await self.runtime.run(heartbeat, self.server_id, self.version, self.address)
             self.last_heartbeat = now
         configuration = await self.runtime.run(load, self.server_id, self.configuration)
         await self.apply(configuration)
         await self.report()
-        if now - self.last_sweep >= LOCAL_SWEEP_SECONDS:
+        if alone and now - self.last_sweep >= LOCAL_SWEEP_SECONDS:
             self.last_sweep = now
             self.background(
                 self.runtime.run(deliver_due_local, self.server_id, self.runtime.worker)
@@ -333,7 +379,9 @@ class Supervisor:
             for listener in self.listeners.values()
             for session, key in listener.sessions.items()
         ]
-        terminate = await self.runtime.run(sync_live_sessions, self.server_id, facts)
+        terminate = await self.runtime.run(
+            sync_live_sessions, self.server_id, facts, scope=self.session_scope
+        )
         if terminate:
             for listener in self.listeners.values():
                 for session, key in list(listener.sessions.items()):
@@ -361,8 +409,10 @@ class Supervisor:
                 vs_id: (VirtualServer.State.STOPPED.value, "The relay worker stopped.")
                 for vs_id in self.listeners
             }
-            await self.runtime.run(report_states, stopped)
-            await self.runtime.run(sync_live_sessions, self.server_id, [])
+            # The other intake processes may still be serving: the parent reports the stop.
+            if self.intake is None:
+                await self.runtime.run(report_states, stopped)
+            await self.runtime.run(sync_live_sessions, self.server_id, [], scope=self.session_scope)
         except Exception:
             log.exception("could not report the stop")
         self.runtime.shutdown()

@@ -168,10 +168,16 @@ def _stored(facts: SessionFacts) -> dict[str, Any]:
     }
 
 
-def sync_live_sessions(server_id: int, live: Sequence[SessionFacts]) -> set[str]:
+def sync_live_sessions(
+    server_id: int, live: Sequence[SessionFacts], *, scope: str = ""
+) -> set[str]:
     """Make the stored sessions of this server's virtual servers match what its relay worker
     reports: insert the new ones, update those whose facts changed, delete those that are gone.
     Returns the keys of live sessions an administrator asked to terminate.
+
+    ``scope`` is the key prefix of the reporting process (``"<server>/<pid>/"``): only its
+    rows are compared and deleted, so the intake processes of one server do not delete each
+    other's sessions. Empty: every session of the server is the reporter's.
 
     Called every second: when nothing changed it is a single SELECT; otherwise the writes are
     bulk statements whose number does not grow with the number of sessions. Rows of other
@@ -179,19 +185,20 @@ def sync_live_sessions(server_id: int, live: Sequence[SessionFacts]) -> set[str]
     """
     wanted = {facts.key[:100]: _stored(facts) for facts in live}
     try:
-        return _sync(server_id, wanted)
+        return _sync(server_id, wanted, scope)
     except IntegrityError:
         # A virtual server was deleted between our check and the insert (its sessions go with
         # it): read again and retry once.
-        return _sync(server_id, wanted)
+        return _sync(server_id, wanted, scope)
 
 
-def _sync(server_id: int, wanted: dict[str, dict[str, Any]]) -> set[str]:
+def _sync(server_id: int, wanted: dict[str, dict[str, Any]], scope: str) -> set[str]:
+    rows = SmtpSession.objects.filter(virtual_server__server_id=server_id)
+    if scope:
+        rows = rows.filter(key__startswith=scope)
     stored = {
         row.key: row
-        for row in SmtpSession.objects.filter(virtual_server__server_id=server_id).only(
-            "key", "virtual_server_id", "terminate_requested_at", *LIVE_FIELDS
-        )
+        for row in rows.only("key", "virtual_server_id", "terminate_requested_at", *LIVE_FIELDS)
     }
     gone = [row.pk for key, row in stored.items() if key not in wanted]
     changed = []

@@ -67,6 +67,24 @@ def test_a_bad_interval_is_refused_with_a_message() -> None:
         call_command("runrelay", "--once", "--interval", "0")
 
 
+def test_a_negative_process_count_is_refused_with_a_message() -> None:
+    with pytest.raises(CommandError, match="--processes"):
+        call_command("runrelay", "--once", "--processes", "-1")
+
+
+def test_once_is_one_pass_in_this_process_whatever_the_process_count(
+    node1: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    VirtualServer.objects.create(server=node1, ip_address="127.0.0.1", port=port)
+
+    with caplog.at_level(logging.INFO):
+        call_command("runrelay", "--once", "--server", "node1", "--processes", "2")
+
+    assert f"listening on 127.0.0.1:{port}" in caplog.text
+    assert "intake process" not in caplog.text
+
+
 def test_it_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """A real process: it starts, loads the configuration, and exits 0 on SIGTERM."""
     environ = {

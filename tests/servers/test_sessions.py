@@ -127,6 +127,35 @@ def test_it_never_touches_another_servers_sessions(
     assert stored(mx1) == {}
 
 
+def test_a_scoped_report_keeps_the_sessions_of_the_servers_other_processes(
+    mx1: Server, inbound: VirtualServer
+) -> None:
+    first, second = "mx1/100/", "mx1/200/"
+    sync_live_sessions(mx1.pk, [facts(inbound, 1, key=f"{first}1")], scope=first)
+    sync_live_sessions(mx1.pk, [facts(inbound, 2, key=f"{second}1")], scope=second)
+    assert set(stored(mx1)) == {"mx1/100/1", "mx1/200/1"}
+    # The first process's session ended: only its row goes.
+    sync_live_sessions(mx1.pk, [], scope=first)
+    assert set(stored(mx1)) == {"mx1/200/1"}
+    # A prefix is not a partial number: "mx1/20/" is not "mx1/200/".
+    sync_live_sessions(mx1.pk, [], scope="mx1/20/")
+    assert set(stored(mx1)) == {"mx1/200/1"}
+    # Unscoped (one process, or the supervisor at its start), every session of the server.
+    sync_live_sessions(mx1.pk, [])
+    assert stored(mx1) == {}
+
+
+def test_a_scoped_report_hands_back_only_its_own_terminations(
+    mx1: Server, inbound: VirtualServer
+) -> None:
+    mine, theirs = facts(inbound, 1, key="mx1/100/1"), facts(inbound, 2, key="mx1/200/1")
+    sync_live_sessions(mx1.pk, [mine], scope="mx1/100/")
+    sync_live_sessions(mx1.pk, [theirs], scope="mx1/200/")
+    SmtpSession.request_termination_all(inbound)
+    assert sync_live_sessions(mx1.pk, [mine], scope="mx1/100/") == {"mx1/100/1"}
+    assert sync_live_sessions(mx1.pk, [theirs], scope="mx1/200/") == {"mx1/200/1"}
+
+
 def test_it_refuses_to_store_a_session_for_another_servers_virtual_server(
     mx1: Server, elsewhere: VirtualServer
 ) -> None:
