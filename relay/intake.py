@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from connectors.routing import Route, resolve
 from connectors.snapshot import MessageFacts, Topology
-from connectors.topology import build_topology
+from connectors.topology import shared_topologies
 from relay.headers import (
     add_message_id,
     header_facts,
@@ -184,8 +184,8 @@ def accept(envelope: Envelope, topology: Topology | None = None) -> Accepted:
     tracking = TrackingSettings.of(Organization.get())
     if topology is None:
         # The relay passes the snapshot its supervisor refreshes every second, which saves
-        # most of the cost of a message; other callers read the configuration now.
-        topology = build_topology(vs, include_mailboxes=False)
+        # most of the cost of a message; other callers take the process's current one.
+        topology = shared_topologies.topology(vs, include_mailboxes=False)
     for attempt in range(_QUEUE_ID_ATTEMPTS):
         queue_id = new_queue_id()
         try:
@@ -470,7 +470,7 @@ def submit_system_message(
 
     vs = VirtualServer.objects.select_related("server").get(pk=virtual_server_id)
     tracking = TrackingSettings.of(Organization.get())
-    topology = build_topology(vs, include_mailboxes=False)
+    topology = shared_topologies.topology(vs, include_mailboxes=False)
     now = now or timezone.now()
     envelope = Envelope(
         virtual_server_id=vs.pk,
