@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from connectors.routing import ROUTE_KINDS, Route, resolve
 from connectors.snapshot import PRIORITIES, MessageFacts
-from connectors.topology import build_topology
+from connectors.topology import shared_topologies
 from servers.models import VirtualServer
 from smtpadmin.roles import Role
 
@@ -150,7 +150,7 @@ class RoutingResolveView(APIView):
         query = RoutingQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        topology = build_topology(params["virtual_server"])
+        topology = shared_topologies.topology(params["virtual_server"])
         message = MessageFacts(
             size=params["size"],
             priority=params["priority"],

@@ -34,6 +34,16 @@ class ScheduleMode(models.TextChoices):
     CUSTOM = "custom", "Use custom schedule"
 
 
+class ConnectorQuerySet(models.QuerySet["Connector"]):
+    def update(self, **kwargs: Any) -> int:
+        # Routing's snapshot is rebuilt when the latest modified_at moves (see
+        # ``connectors.topology.configuration_fingerprint``), so a bulk change of configuration
+        # moves it as a save does; delivery's down marks (runtime fields) leave it alone.
+        if set(kwargs) - set(Connector.runtime_fields) and "modified_at" not in kwargs:
+            kwargs["modified_at"] = timezone.now()
+        return super().update(**kwargs)
+
+
 class Connector(models.Model):
     class Scope(models.TextChoices):
         ORGANIZATION = "organization", "Entire organization"
@@ -114,6 +124,8 @@ class Connector(models.Model):
     audit_secret_fields = ("outbound_password",)
     # Set by delivery; never by a configuration save, never audited.
     runtime_fields = ("down_until", "down_reason")
+
+    objects = ConnectorQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

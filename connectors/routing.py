@@ -25,12 +25,12 @@ from connectors.snapshot import (
     ConnectorFacts,
     ContentRestrictions,
     MessageFacts,
+    SpaceMatch,
     Topology,
 )
 from smtpadmin.validators import (
     normalize_address,
     parse_smart_hosts,
-    pattern_matches,
     pattern_specificity,
     sender_pattern_matches,
 )
@@ -178,7 +178,7 @@ def resolve(recipient: str, sender: str, message: MessageFacts, topology: Topolo
     system = message.system or null_sender
     _note_message(trace, sender, null_sender, system, message)
 
-    accepted = _match_accepted_domain(domain, topology.accepted_domains)
+    accepted = _match_accepted_domain(domain, topology)
     trace.accepted = accepted
     if accepted is None:
         trace.note(
@@ -259,10 +259,9 @@ def _note_message(
     trace.note("message", f"{who}, priority {message.priority}, {message.size} bytes.")
 
 
-def _match_accepted_domain(
-    domain: str, accepted_domains: Iterable[AcceptedDomainFacts]
-) -> AcceptedDomainFacts | None:
-    matches = [d for d in accepted_domains if pattern_matches(d.pattern, domain)]
+def _match_accepted_domain(domain: str, topology: Topology) -> AcceptedDomainFacts | None:
+    """The most specific accepted domain covering ``domain``; the first listed on a tie."""
+    matches = topology.routing_index.accepted_matches(domain)
     return max(matches, key=lambda d: pattern_specificity(d.pattern), default=None)
 
 
@@ -289,15 +288,29 @@ def _local(address: str, trace: _Trace, topology: Topology) -> Route:
     )
 
 
+def _matching_spaces(domain: str, topology: Topology) -> list[_Candidate]:
+    """Every connector with an address space covering ``domain``, by name then id, each with
+    its most specific such space (the cheaper one if the same pattern is listed twice, else
+    the first listed). Looked up in the snapshot's index: as many lookups as ``domain`` has
+    labels, whatever the number of connectors."""
+    result: list[_Candidate] = []
+    best: SpaceMatch | None = None
+    for match in topology.routing_index.space_matches(domain):
+        if best is not None and match.rank != best.rank:
+            result.append(_Candidate(best.connector, best.space))
+            best = None
+        if best is None or (match.specificity, -match.cost) > (best.specificity, -best.cost):
+            best = match
+    if best is not None:
+        result.append(_Candidate(best.connector, best.space))
+    return result
+
+
 def _candidates(domain: str, topology: Topology, trace: _Trace) -> list[_Candidate]:
     """Eligible connectors whose address space matches, narrowed to the most specific space."""
     matching: list[_Candidate] = []
-    for connector in sorted(topology.connectors, key=lambda c: (c.name, c.id)):
-        spaces = [s for s in connector.address_spaces if pattern_matches(s.pattern, domain)]
-        if not spaces:
-            continue
-        # Most specific first; the cheaper one if the same pattern is listed twice.
-        best = max(spaces, key=lambda s: (pattern_specificity(s.pattern), -s.cost))
+    for found in _matching_spaces(domain, topology):
+        connector, best = found.connector, found.space
         if not connector.enabled:
             trace.note(
                 "eligibility",

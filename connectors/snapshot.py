@@ -5,7 +5,9 @@ addresses are in their stored (normal) form: lower-case IDNA domains."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
+
+from smtpadmin.validators import pattern_specificity
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
@@ -89,6 +91,89 @@ class ConnectorFacts:
     down_reason: str = ""
 
 
+def pattern_keys(domain: str) -> tuple[str, ...]:
+    """Every pattern that covers ``domain``: the name itself, ``*.`` and each parent after a
+    dot, and ``*``. ``pattern_matches(p, domain)`` holds exactly when ``p`` is one of these,
+    so an index by pattern finds the matches in as many lookups as the name has labels."""
+    keys = [domain]
+    dot = domain.find(".")
+    while dot != -1:
+        keys.append("*" + domain[dot:])
+        dot = domain.find(".", dot + 1)
+    keys.append("*")
+    return tuple(dict.fromkeys(keys))  # "*.x" as a domain is also its own parent key
+
+
+class SpaceMatch(NamedTuple):
+    """One address space of one connector, as the index holds it."""
+
+    rank: int  # the connector's place in routing's order (name, then id)
+    position: int  # the space's place in the connector's list
+    specificity: int
+    cost: int
+    connector: ConnectorFacts
+    space: AddressSpaceFacts
+
+
+@dataclass(frozen=True)
+class RoutingIndex:
+    """Connectors' address spaces and the accepted domains by pattern, built once per
+    snapshot so that routing looks a domain up instead of scanning every connector."""
+
+    connectors: tuple[ConnectorFacts, ...]  # the tuples it was built from, to tell if it fits
+    accepted_domains: tuple[AcceptedDomainFacts, ...]
+    spaces: dict[str, tuple[SpaceMatch, ...]]
+    accepted: dict[str, tuple[tuple[int, AcceptedDomainFacts], ...]]
+
+    @classmethod
+    def build(
+        cls,
+        connectors: tuple[ConnectorFacts, ...],
+        accepted_domains: tuple[AcceptedDomainFacts, ...],
+    ) -> RoutingIndex:
+        spaces: dict[str, list[SpaceMatch]] = {}
+        ordered = sorted(connectors, key=lambda c: (c.name, c.id))
+        for rank, connector in enumerate(ordered):
+            for position, space in enumerate(connector.address_spaces):
+                spaces.setdefault(space.pattern, []).append(
+                    SpaceMatch(
+                        rank,
+                        position,
+                        pattern_specificity(space.pattern),
+                        space.cost,
+                        connector,
+                        space,
+                    )
+                )
+        accepted: dict[str, list[tuple[int, AcceptedDomainFacts]]] = {}
+        for position, domain in enumerate(accepted_domains):
+            accepted.setdefault(domain.pattern, []).append((position, domain))
+        return cls(
+            connectors,
+            accepted_domains,
+            {k: tuple(v) for k, v in spaces.items()},
+            {k: tuple(v) for k, v in accepted.items()},
+        )
+
+    def fits(self, topology: Topology) -> bool:
+        return (
+            self.connectors is topology.connectors
+            and self.accepted_domains is topology.accepted_domains
+        )
+
+    def space_matches(self, domain: str) -> list[SpaceMatch]:
+        """The address spaces covering ``domain``, in routing's connector order."""
+        found = [match for key in pattern_keys(domain) for match in self.spaces.get(key, ())]
+        found.sort(key=lambda m: (m.rank, m.position))
+        return found
+
+    def accepted_matches(self, domain: str) -> list[AcceptedDomainFacts]:
+        """The accepted domains covering ``domain``, in the snapshot's order."""
+        found = [hit for key in pattern_keys(domain) for hit in self.accepted.get(key, ())]
+        found.sort(key=lambda hit: hit[0])
+        return [domain for _, domain in found]
+
+
 @dataclass(frozen=True)
 class Topology:
     accepted_domains: tuple[AcceptedDomainFacts, ...] = ()
@@ -99,8 +184,20 @@ class Topology:
     smart_hosts: str = ""  # the source virtual server's smart hosts, ';'-separated
     # None = the mailbox set is not known here, so local recipients are not checked.
     mailboxes: frozenset[str] | None = None
+    # Built from the connectors and accepted domains when not given; ``dataclasses.replace``
+    # passes it on, so a copy with other source fields shares it (and rebuilds it when the
+    # connectors or accepted domains are not the same tuples).
+    index: RoutingIndex | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Local parts compare case-insensitively; fold once here rather than per lookup.
         if self.mailboxes is not None and any(m != m.lower() for m in self.mailboxes):
             object.__setattr__(self, "mailboxes", frozenset(m.lower() for m in self.mailboxes))
+        if self.index is None or not self.index.fits(self):
+            index = RoutingIndex.build(self.connectors, self.accepted_domains)
+            object.__setattr__(self, "index", index)
+
+    @property
+    def routing_index(self) -> RoutingIndex:
+        assert self.index is not None  # set by __post_init__
+        return self.index

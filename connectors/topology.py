@@ -3,15 +3,26 @@
 Kept apart from ``connectors.routing`` so routing stays a pure function; this is the only
 place that knows how models map onto the snapshot. The number of queries is constant,
 however many connectors, bridgeheads or mailboxes there are.
+
+Building it reads every connector, so a process keeps it (``shared_topologies``) and builds
+it again only when ``configuration_fingerprint`` (a few aggregate queries) moved: the relay's
+configuration pass every second, its DSNs, the routing API and the console's simulator.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from django.db.models import Prefetch
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Model, Prefetch, Q
+from django.utils import timezone
 
-from connectors.models import Connector
+from connectors.models import AddressSpace, Connector
 from connectors.snapshot import (
     AcceptedDomainFacts,
     AcceptedDomainType,
@@ -49,15 +60,7 @@ def build_topology(
             queryset=VirtualServer.objects.select_related("server").order_by("id"),
         ),
     )
-    # Disabled mailboxes are left out: to routing they are unknown recipients.
-    mailboxes = (
-        frozenset(
-            address.lower()
-            for address in Mailbox.objects.filter(enabled=True).values_list("address", flat=True)
-        )
-        if include_mailboxes
-        else None
-    )
+    mailboxes = read_mailboxes() if include_mailboxes else None
     source_server = source_virtual_server.server if source_virtual_server else None
     return Topology(
         accepted_domains=accepted,
@@ -108,3 +111,170 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
         down=connector.is_marked_down,
         down_reason=connector.down_reason,
     )
+
+
+# --- built once per configuration version ------------------------------------------------
+
+Fingerprint = tuple[Any, ...]
+
+
+def configuration_fingerprint(now: datetime | None = None) -> Fingerprint:
+    """Moves whenever anything the routing snapshot (without mailboxes) is built from changes:
+    a row added or deleted (counts, highest ids), saved (latest ``modified_at``), an address
+    space or bridgehead replaced (new ids), a connector marked down or its mark running out,
+    a server coming up or going quiet. Two queries: the aggregates in one, and the servers'
+    rows (few, and without a change time), with only whether the heartbeat is recent."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_aggregates_sql(), [connection.ops.adapt_datetimefield_value(now)])
+        aggregates = tuple(cursor.fetchone() or ())
+    cutoff = now - timedelta(seconds=settings.SMTPADMIN_HEARTBEAT_TIMEOUT)
+    servers = tuple(
+        (pk, name, group, seen is not None and seen >= cutoff)
+        for pk, name, group, seen in Server.objects.order_by("pk").values_list(
+            "pk", "name", "routing_group_id", "last_seen"
+        )
+    )
+    return aggregates, servers
+
+
+def _aggregates_sql() -> str:
+    """One row of counts, highest ids, latest changes and sums: one scan of each table."""
+    quote = connection.ops.quote_name
+
+    def scan(model: type[Model], alias: str, columns: dict[str, str]) -> str:
+        names = {f.name: quote(f.column or f.attname) for f in model._meta.concrete_fields}
+        selected = ", ".join(
+            f"{expression.format(**names)} AS {quote(f'{alias}_{label}')}"
+            for label, expression in columns.items()
+        )
+        table = quote(model._meta.db_table)
+        # Only quoted names from the models go into the text; the one value is a parameter.
+        return f"(SELECT {selected} FROM {table}) AS {quote(alias)}"  # noqa: S608
+
+    counted = {"n": "COUNT(*)", "top": "MAX({id})"}
+    return "SELECT * FROM " + ", ".join(  # noqa: S608 (names only, as above)
+        [
+            scan(
+                Connector,
+                "c",
+                {
+                    **counted,
+                    "at": "MAX({modified_at})",
+                    "down": "SUM(CASE WHEN {down_until} > %s THEN 1 ELSE 0 END)",
+                    "down_at": "MAX({down_until})",
+                },
+            ),
+            scan(AddressSpace, "s", {**counted, "cost": "SUM({cost})"}),
+            scan(Connector.bridgeheads.through, "b", {**counted, "vs": "SUM({virtualserver})"}),
+            scan(VirtualServer, "v", {**counted, "at": "MAX({modified_at})"}),
+            scan(AcceptedDomain, "d", {**counted, "at": "MAX({modified_at})"}),
+        ]
+    )
+
+
+def mailbox_fingerprint() -> Fingerprint:
+    mailboxes = Mailbox.objects.aggregate(
+        n=Count("id"), top=Max("id"), at=Max("modified_at"), on=Count("id", filter=Q(enabled=True))
+    )
+    return tuple(mailboxes.values())
+
+
+def read_mailboxes() -> frozenset[str]:
+    # Disabled mailboxes are left out: to routing they are unknown recipients.
+    return frozenset(
+        address.lower()
+        for address in Mailbox.objects.filter(enabled=True).values_list("address", flat=True)
+    )
+
+
+def first_virtual_server() -> VirtualServer | None:
+    """The default source of a route: the first virtual server."""
+    return VirtualServer.objects.select_related("server").order_by("id").first()
+
+
+def _source_key(vs: VirtualServer | None) -> tuple[Any, ...]:
+    if vs is None:
+        return (None, None, None, "")
+    return (vs.pk, vs.server_id, vs.server.routing_group_id, vs.smart_hosts)
+
+
+def with_source(topology: Topology, vs: VirtualServer | None) -> Topology:
+    """The same snapshot as seen from ``vs`` (which has its server loaded)."""
+    pk, server_id, group_id, smart_hosts = _source_key(vs)
+    return replace(
+        topology,
+        source_server_id=server_id,
+        source_routing_group_id=group_id,
+        source_virtual_server_id=pk,
+        smart_hosts=smart_hosts,
+    )
+
+
+class TopologyCache:
+    """Routing's snapshot, built once per configuration version and shared by the threads of
+    a process. Each call costs the fingerprint queries; a build happens only when the
+    fingerprint moved (the mailbox set likewise, by its own fingerprint)."""
+
+    MAX_VIEWS = 256  # snapshots kept per version, one per source and mailbox set
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fingerprint: Fingerprint | None = None
+        self._base: Topology | None = None
+        self._mailbox_fingerprint: Fingerprint | None = None
+        self._mailboxes: frozenset[str] = frozenset()
+        self._views: dict[tuple[Any, ...], Topology] = {}
+        self.builds = 0  # how many times the snapshot was built (the tests count them)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._fingerprint = self._base = self._mailbox_fingerprint = None
+            self._mailboxes = frozenset()
+            self._views.clear()
+
+    def topology(
+        self, source: VirtualServer | None = None, *, include_mailboxes: bool = True
+    ) -> Topology:
+        """As ``build_topology(source, include_mailboxes=...)`` returns it now, read again only
+        when the configuration changed. ``source`` needs its server loaded."""
+        if source is None:
+            source = first_virtual_server()
+        return self.topologies([source], include_mailboxes=include_mailboxes)[0]
+
+    def topologies(
+        self, sources: Sequence[VirtualServer | None], *, include_mailboxes: bool = True
+    ) -> list[Topology]:
+        """One snapshot per source (``None`` = no source), for the price of one fingerprint."""
+        fingerprint = configuration_fingerprint()
+        mailboxes = mailbox_fingerprint() if include_mailboxes else None
+        with self._lock:
+            # Fingerprints first, then the build: a change in between makes the next call
+            # build again, never keeps a stale snapshot.
+            if self._base is None or fingerprint != self._fingerprint:
+                self._base = build_topology(first_virtual_server(), include_mailboxes=False)
+                self._fingerprint = fingerprint
+                self._views.clear()
+                self.builds += 1
+            if mailboxes is not None and mailboxes != self._mailbox_fingerprint:
+                self._mailboxes = read_mailboxes()
+                self._mailbox_fingerprint = mailboxes
+            return [self._view(self._base, vs, mailboxes) for vs in sources]
+
+    def _view(
+        self, base: Topology, vs: VirtualServer | None, mailboxes: Fingerprint | None
+    ) -> Topology:
+        key = (_source_key(vs), mailboxes)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= self.MAX_VIEWS:
+                self._views.clear()
+            view = with_source(base, vs)
+            if mailboxes is not None:
+                view = replace(view, mailboxes=self._mailboxes)
+            self._views[key] = view
+        return view
+
+
+# The process's snapshot: the relay's configuration pass and DSNs, the API, the simulator.
+shared_topologies = TopologyCache()

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from connectors.routing import resolve
 from connectors.snapshot import MessageFacts, Topology
-from connectors.topology import build_topology
+from connectors.topology import shared_topologies
 from relay.headers import (
     add_message_id,
     fold,
@@ -82,7 +82,7 @@ def accept(
     if receiver is None or topology is None:
         vs = VirtualServer.objects.select_related("server").get(pk=envelope.virtual_server_id)
         receiver = receiver or Receiver.of(vs)
-        topology = topology or build_topology(vs, include_mailboxes=False)
+        topology = topology or shared_topologies.topology(vs, include_mailboxes=False)
     (result,) = place_durably([draft_request(envelope, topology, receiver)])
     if isinstance(result, Exception):
         raise result
@@ -200,7 +200,7 @@ def submit_system_message(
     ``detail`` describes it in the "received" tracking event."""
     vs = VirtualServer.objects.select_related("server").get(pk=virtual_server_id)
     receiver = Receiver.of(vs)
-    topology = build_topology(vs, include_mailboxes=False)
+    topology = shared_topologies.topology(vs, include_mailboxes=False)
     written = now or timezone.now()
     fqdn = receiver.fqdn
     unique = tuple(dict.fromkeys(recipients))

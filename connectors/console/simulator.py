@@ -13,7 +13,7 @@ from django.views.generic import TemplateView
 from connectors.forms import SimulatorForm
 from connectors.routing import Route, resolve
 from connectors.snapshot import MessageFacts
-from connectors.topology import build_topology
+from connectors.topology import shared_topologies
 from smtpadmin.access import RoleRequiredMixin
 
 KIND_LABELS = {
@@ -70,7 +70,7 @@ class RoutingSimulator(RoleRequiredMixin, TemplateView):
         route = None
         if submitted and form.is_valid():
             data = form.cleaned_data
-            topology = build_topology(data["virtual_server"])
+            topology = shared_topologies.topology(data["virtual_server"])
             message = MessageFacts(
                 size=(data["size_kb"] or 0) * 1024,
                 priority=data["priority"],

@@ -4,7 +4,8 @@
 The supervisor calls ``load`` every second. The virtual servers of this server (a handful of
 rows) and the organization are read every time, so a change made by any means, including
 ``QuerySet.update()``, is seen; the directory (accepted domains and mailboxes, possibly many)
-is re-read only when its cheap fingerprint (count and latest change) moved.
+is re-read only when its cheap fingerprint (count and latest change) moved, and routing's
+snapshot (every connector) only when ``configuration_fingerprint`` moved.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, cast
 from django.db.models import Count, Max
 
 from connectors.snapshot import AcceptedDomainFacts, AcceptedDomainType, Topology
-from connectors.topology import build_topology
+from connectors.topology import shared_topologies
 from relay.queue.place import all_delivery_times
 from relay.smtp.config import KB, Directory, ListenerConfig, OrganizationPolicy
 from servers.models import AcceptedDomain, Mailbox, VirtualServer
@@ -112,20 +113,12 @@ def load_directory() -> Directory:
 
 
 def topologies(virtual_servers: list[VirtualServer]) -> dict[int, Topology]:
-    """Routing's snapshot for each virtual server: read once, then the source fields set."""
+    """Routing's snapshot for each virtual server: the process's shared one, built again only
+    when the configuration changed, with the source fields of each."""
     if not virtual_servers:
         return {}
-    base = build_topology(virtual_servers[0], include_mailboxes=False)
-    return {
-        vs.pk: replace(
-            base,
-            source_server_id=vs.server_id,
-            source_routing_group_id=vs.server.routing_group_id,
-            source_virtual_server_id=vs.pk,
-            smart_hosts=vs.smart_hosts,
-        )
-        for vs in virtual_servers
-    }
+    views = shared_topologies.topologies(virtual_servers, include_mailboxes=False)
+    return {vs.pk: view for vs, view in zip(virtual_servers, views, strict=True)}
 
 
 def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayConfiguration:

@@ -49,9 +49,9 @@ from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import backoff_delay, check_credentials
 from relay.smtp.config import ListenerConfig
-from relay.smtp.runtime import receiver
 from relay.smtp.data import DataScanner, read_block
 from relay.smtp.policy import DataOutcome
+from relay.smtp.runtime import receiver
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
