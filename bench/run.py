@@ -1,0 +1,545 @@
+"""The project's throughput against Postfix, measured in one interleaved run (``make bench``).
+
+    python -m bench.run [--quick] [--reps N] [--systems direct,postfix,relay-postgres,...]
+
+Systems, all delivering to the same counting smtp-sink on loopback:
+
+* ``direct``: smtp-source straight to the sink (the ceiling of this machine and these tools);
+* ``postfix``: a private Postfix 3.7 as a pure relay (bench/postfix.py);
+* ``relay-postgres``: the project (runrelay, Celery worker and beat as the Procfile runs them)
+  on a private PostgreSQL and Redis;
+* ``relay-embedded``: the same on the embedded default (SQLite and the filesystem broker).
+
+Every repetition runs every scenario on every system before the next repetition starts, so
+that a noisy moment of a shared machine hits all of them. See bench/README.md for what each
+figure means."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.clients import SENDER
+from bench.postfix import PostfixLayout, PrivatePostfix
+from bench.postfix import available as postfix_missing
+from bench.relay_processes import BENCH_PASSWORD, BENCH_USER, ROOT, RelaySetup
+from bench.report import (
+    REFERENCE,
+    RunRecord,
+    Sample,
+    percentile,
+    summarize,
+    table,
+    write_chart,
+    write_results,
+)
+from bench.services import SMTP_SOURCE, CountingSink, free_port, missing_binaries, temp_folder
+
+RESULTS = ROOT / "bench" / "results"
+SYSTEMS = ("direct", "postfix", "relay-postgres", "relay-embedded")
+RELAYS = ("relay-postgres", "relay-embedded")
+CLIENTS = (1, 10, 50)
+LATENCY_CLIENTS = 10
+RECIPIENT = "sink@d0.sink.bench.test"
+UNITS = {
+    "accept_rate": "msg/s",
+    "e2e_rate": "msg/s",
+    "rate": "msg/s",
+    "p50_ms": "ms",
+    "p99_ms": "ms",
+    "session_p50_ms": "ms",
+    "session_1_ms": "ms",
+    "session_100_ms": "ms",
+    "ratio_time": "100 rcpt / 1",
+    "rss_increase_mb": "MB",
+    "kb_per_session": "KB",
+    "ratio_big_small": "big / small",
+}
+
+
+@dataclass(frozen=True)
+class Load:
+    """How much each scenario sends per system and repetition."""
+
+    throughput: dict[int, int]  # clients -> messages
+    latency: int
+    auth: int
+    recipients: int  # messages of each shape (1 and 100 recipients), one client
+    idle_sessions: int
+    reps: int
+
+
+FULL = Load(
+    throughput={1: 300, 10: 1000, 50: 1000},
+    latency=500,
+    auth=200,
+    recipients=30,
+    idle_sessions=1000,
+    reps=3,
+)
+QUICK = Load(
+    throughput={1: 20, 10: 60, 50: 100},
+    latency=50,
+    auth=20,
+    recipients=4,
+    idle_sessions=100,
+    reps=1,
+)
+
+
+@dataclass
+class System:
+    name: str
+    port: int
+    roots: Callable[[], dict[str, list[int]]]
+    auth: str = ""  # USER:PASSWORD when it takes AUTH
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_per_message(
+    before: procstat.Snapshot, after: procstat.Snapshot, roots: dict[str, list[int]], messages: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per message of every role, and their total (``cpu_ms``)."""
+    figures = {
+        f"cpu_ms_{role}": procstat.cpu_seconds(before, after, pids) * 1000 / messages
+        for role, pids in roots.items()
+    }
+    figures["cpu_ms"] = sum(figures.values())
+    return figures
+
+
+def smtp_source_command(port: int, clients: int, messages: int) -> list[str]:
+    """A new connection per message, one recipient, a 4 KB body."""
+    return [
+        SMTP_SOURCE,
+        "-s",
+        str(clients),
+        "-m",
+        str(messages),
+        "-l",
+        "4096",
+        "-f",
+        SENDER,
+        "-t",
+        RECIPIENT,
+        f"127.0.0.1:{port}",
+    ]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, load: Load, folder: Path) -> None:
+        self.args = args
+        self.load = load
+        self.folder = folder
+        self.sink = CountingSink()
+        self.postfix: PrivatePostfix | None = None
+        self.relays: dict[str, RelaySetup] = {}
+        self.systems: dict[str, System] = {}
+        self.samples: list[Sample] = []
+        self.skipped: dict[str, str] = {}
+
+    # -- setting up ----------------------------------------------------------------------------
+
+    def start(self, wanted: Sequence[str]) -> None:
+        self.sink.start()
+        sink_roots = {"sink": [self.sink.pid()]}
+        if "direct" in wanted:
+            self.systems["direct"] = System("direct", self.sink.port, lambda: dict(sink_roots))
+        if "postfix" in wanted:
+            reason = postfix_missing()
+            if reason:
+                self.skipped["postfix"] = reason
+            else:
+                layout = PostfixLayout(self.folder / "postfix", free_port(), self.sink.port)
+                layout.folder.mkdir()
+                self.postfix = PrivatePostfix(layout).start()
+                postfix = self.postfix
+                self.systems["postfix"] = System(
+                    "postfix",
+                    layout.port,
+                    lambda: {"postfix": [postfix.master_pid()], **sink_roots},
+                    describe={"version": postfix_version(), "main.cf": str(layout.config)},
+                )
+        for name in RELAYS:
+            if name not in wanted:
+                continue
+            kind = name.removeprefix("relay-")
+            missing = missing_binaries()
+            if kind == "postgres" and ("postgres" in missing or "redis" in missing):
+                self.skipped[name] = missing.get("postgres") or missing["redis"]
+                continue
+            setup = RelaySetup(kind, self.folder / name, self.sink.port)
+            self.relays[name] = setup
+            log(f"{name}: migrating and setting up the organization")
+            setup.prepare()
+            setup.start()
+            self.systems[name] = System(
+                name,
+                setup.port,
+                lambda setup=setup: {**setup.roots(), **sink_roots},  # type: ignore[misc]
+                auth=f"{BENCH_USER}:{BENCH_PASSWORD}",
+                describe={
+                    "relay_processes": setup.relay_processes(),
+                    "commands": {k: " ".join(v) for k, v in setup.commands.items()},
+                    "database": "PostgreSQL (private)" if kind == "postgres" else "SQLite",
+                    "broker": "Redis (private)" if kind == "postgres" else "filesystem",
+                },
+            )
+            log(f"{name}: relay processes: {len(setup.relay_processes())}")
+
+    def stop(self) -> None:
+        for setup in self.relays.values():
+            with contextlib.suppress(Exception):
+                setup.stop()
+        if self.postfix is not None:
+            with contextlib.suppress(Exception):
+                self.postfix.stop()
+        self.sink.stop()
+
+    # -- scenarios -----------------------------------------------------------------------------
+
+    def record(
+        self,
+        scenario: str,
+        system: System,
+        rep: int,
+        clients: int,
+        metrics: dict[str, float],
+        note: str = "",
+    ) -> None:
+        self.samples.append(Sample(scenario, system.name, rep, clients, metrics, note))
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.startswith("cpu_ms_"))
+        suffix = f" ({note})" if note else ""
+        log(f"  rep {rep} {scenario:<10} {system.name:<15} c={clients:<3} {shown}{suffix}")
+
+    def throughput(self, system: System, rep: int, clients: int) -> None:
+        messages = self.load.throughput[clients]
+        base = self.sink.settle(quiet=0.5)
+        before = procstat.snapshot()
+        started = time.perf_counter()
+        result = subprocess.run(
+            smtp_source_command(system.port, clients, messages),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        accepted = time.perf_counter() - started
+        arrived = self.sink.wait_for(base + messages, timeout=max(120.0, messages * 0.5))
+        delivered = time.perf_counter() - started
+        after = procstat.snapshot()
+        metrics = {"accept_rate": messages / accepted}
+        note = ""
+        if result.returncode != 0:
+            note = f"smtp-source failed: {result.stderr.strip()[-200:]}"
+        if arrived:
+            metrics["e2e_rate"] = messages / delivered
+        else:
+            note += f" only {self.sink.messages() - base}/{messages} reached the sink"
+        metrics.update(cpu_per_message(before, after, system.roots(), messages))
+        self.record("throughput", system, rep, clients, metrics, note.strip())
+
+    def send(self, system: System, *extra: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.clients", "send", "--port", str(system.port), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bench.clients failed: {result.stderr[-2000:]}")
+        data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return data
+
+    def latency(self, system: System, rep: int) -> None:
+        messages = self.load.latency
+        self.sink.settle(quiet=0.5)
+        before = procstat.snapshot()
+        data = self.send(system, "--clients", str(LATENCY_CLIENTS), "--messages", str(messages))
+        after = procstat.snapshot()
+        metrics = send_metrics(data)
+        metrics["cpu_ms"] = cpu_per_message(before, after, system.roots(), messages)["cpu_ms"]
+        self.record("latency", system, rep, LATENCY_CLIENTS, metrics, failures_note(data))
+
+    def auth(self, system: System, rep: int) -> None:
+        """AUTH PLAIN per session on the relays, the same load unauthenticated on Postfix.
+        Each client has its own loopback address, as separate submitting hosts would."""
+        messages = self.load.auth
+        self.sink.settle(quiet=0.5)
+        extra = [
+            "--clients",
+            str(LATENCY_CLIENTS),
+            "--messages",
+            str(messages),
+            "--source-base",
+            "10",
+        ]
+        if system.auth:
+            extra += ["--auth", system.auth]
+        before = procstat.snapshot()
+        data = self.send(system, *extra)
+        after = procstat.snapshot()
+        metrics = send_metrics(data)
+        metrics["cpu_ms"] = cpu_per_message(before, after, system.roots(), messages)["cpu_ms"]
+        self.record("auth", system, rep, LATENCY_CLIENTS, metrics, failures_note(data))
+
+    def recipients(self, system: System, rep: int) -> None:
+        """One message with 100 recipients over 10 domains against one with 1 recipient: the
+        time of a whole session (connect to the reply to QUIT), one client."""
+        messages = self.load.recipients
+        self.sink.settle(quiet=0.5)
+        one = self.send(system, "--clients", "1", "--messages", str(messages))
+        many = self.send(
+            system,
+            "--clients",
+            "1",
+            "--messages",
+            str(messages),
+            "--recipients",
+            "100",
+            "--domains",
+            "10",
+        )
+        single = percentile(one["sessions"], 50) * 1000
+        hundred = percentile(many["sessions"], 50) * 1000
+        metrics = {
+            "session_1_ms": single,
+            "session_100_ms": hundred,
+            "ratio_time": hundred / single if single else float("nan"),
+        }
+        self.record(
+            "recipients",
+            system,
+            rep,
+            1,
+            metrics,
+            (failures_note(one) + " " + failures_note(many)).strip(),
+        )
+
+    def idle(self, system: System, rep: int) -> None:
+        """Idle sessions held open: the increase of the relay's RSS (all its processes)."""
+        setup = self.relays[system.name]
+        relay_root = setup.roots()["relay"]
+        sessions = self.load.idle_sessions
+        before = procstat.tree_rss(procstat.snapshot(), relay_root)
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.clients",
+                "idle",
+                "--port",
+                str(system.port),
+                "--sessions",
+                str(sessions),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            opened = json.loads(holder.stdout.readline() or "{}")
+            time.sleep(1.0)  # the relay finishes setting the sessions up
+            after = procstat.tree_rss(procstat.snapshot(), relay_root)
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            holder.wait(60)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait(10)
+        open_count = int(opened.get("open", 0))
+        increase = after - before
+        metrics = {
+            "rss_increase_mb": increase / 2**20,
+            "kb_per_session": increase / 1024 / open_count if open_count else float("nan"),
+            "open": float(open_count),
+        }
+        note = (
+            ""
+            if open_count == sessions
+            else f"opened {open_count}/{sessions}: {opened.get('failures')}"
+        )
+        self.record("idle", system, rep, sessions, metrics, note)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        order = [name for name in SYSTEMS if name in self.systems]
+        for rep in range(1, self.load.reps + 1):
+            log(f"repetition {rep}/{self.load.reps}")
+            # Rotate the order each repetition: nobody always runs right after a busy neighbour.
+            shift = (rep - 1) % len(order)
+            rotated = [self.systems[n] for n in order[shift:] + order[:shift]]
+            for clients in CLIENTS:
+                for system in rotated:
+                    self.throughput(system, rep, clients)
+            for system in rotated:
+                self.latency(system, rep)
+            for system in rotated:
+                if system.name == "postfix" or system.name in RELAYS:
+                    self.auth(system, rep)
+            for system in rotated:
+                if system.name != "direct":
+                    self.recipients(system, rep)
+            for system in rotated:
+                if system.name in RELAYS:
+                    self.idle(system, rep)
+            config_scale_step(self, rep)
+
+
+def config_scale_step(bench: Bench, rep: int) -> None:
+    """Hook for the big-configuration scenario: the acceptance rate with 10,000 connectors,
+    100,000 mailboxes and 1,000 virtual servers against one of each. It needs
+    bench/config_scale.py (the bulk filler); without it the scenario is reported as skipped."""
+    if not (ROOT / "bench" / "config_scale.py").exists():
+        bench.skipped["config-scale"] = "bench/config_scale.py is not there yet"
+
+
+def send_metrics(data: dict[str, Any]) -> dict[str, float]:
+    latencies = data["latencies"]
+    sessions = data["sessions"]
+    return {
+        "rate": len(latencies) / data["wall"] if data["wall"] else float("nan"),
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "session_p50_ms": percentile(sessions, 50) * 1000,
+        "failed": float(data.get("failed", len(data["failures"]))),
+    }
+
+
+def failures_note(data: dict[str, Any]) -> str:
+    failures = data.get("failures") or []
+    count = data.get("failed", len(failures))
+    return f"{count} failed, e.g. {failures[0]}" if count else ""
+
+
+def postfix_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            ["/usr/sbin/postconf", "-d", "-h", "mail_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    return ""
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK") == "1",
+        help="few messages, one repetition (also BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=int(os.environ.get("BENCH_REPS", "0")) or None,
+        help="repetitions (default 3, 1 in quick mode; also BENCH_REPS)",
+    )
+    parser.add_argument(
+        "--systems",
+        default=os.environ.get("BENCH_SYSTEMS", ",".join(SYSTEMS)),
+        help="comma-separated subset of " + ", ".join(SYSTEMS),
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    args = parser.parse_args(argv)
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    args.wanted = wanted
+    if args.reps is not None and args.reps < 1:
+        parser.error("--reps must be at least 1")
+    return args
+
+
+def load_for(args: argparse.Namespace) -> Load:
+    base = QUICK if args.quick else FULL
+    if args.reps:
+        return Load(
+            base.throughput, base.latency, base.auth, base.recipients, base.idle_sessions, args.reps
+        )
+    return base
+
+
+@contextlib.contextmanager
+def private_folder() -> Iterator[Path]:
+    folder = temp_folder("smtpadmin-bench-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    load = load_for(args)
+    missing = missing_binaries()
+    for tool in ("smtp-source", "smtp-sink"):
+        if tool in missing:
+            print(f"bench: {missing[tool]}", file=sys.stderr)
+            return 2
+    started = datetime.datetime.now(datetime.UTC)
+    with private_folder() as folder:
+        bench = Bench(args, load, folder)
+        try:
+            bench.start(args.wanted)
+            bench.run()
+        finally:
+            bench.stop()
+    finished = datetime.datetime.now(datetime.UTC)
+    record = RunRecord(
+        started=started.isoformat(timespec="seconds"),
+        finished=finished.isoformat(timespec="seconds"),
+        options={"quick": args.quick, "reps": load.reps, "load": load.__dict__},
+        environment={
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        systems={name: system.describe for name, system in bench.systems.items()},
+        samples=bench.samples,
+        skipped=bench.skipped,
+    )
+    summaries = summarize(bench.samples)
+    print(table(summaries, UNITS))
+    for name, reason in bench.skipped.items():
+        print(f"skipped {name}: {reason}")
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    stamped, _ = write_results(args.results, stamp, record, summaries)
+    chart = write_chart(
+        args.results / "latest.png",
+        summaries,
+        f"smtpadmin vs Postfix, {os.cpu_count()} cores, median of {load.reps} "
+        f"run(s), {started:%Y-%m-%d %H:%M} UTC",
+    )
+    print(f"results: {stamped} (and latest.json), chart: {chart}")
+    _ = REFERENCE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
