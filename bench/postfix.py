@@ -6,6 +6,7 @@ stopped by the bench only; the system's Postfix instance (if any) is never touch
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -126,8 +127,16 @@ def write_config(layout: PostfixLayout) -> None:
     layout.data.mkdir(exist_ok=True)
     for folder in (layout.folder, layout.config, layout.queue):
         folder.chmod(0o755)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and postfix_user_exists():
         shutil.chown(layout.data, "postfix", "postfix")
+
+
+def postfix_user_exists() -> bool:
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        return False
+    return True
 
 
 def available() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,26 +96,73 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
-def table(summaries: Sequence[Summary], units: Mapping[str, str]) -> str:
+ROLE_PREFIX = "cpu_ms_"
+HIDDEN = ("open",)  # bookkeeping, in the JSON only
+
+
+def shown(summary: Summary) -> bool:
+    """The main table leaves out the CPU of each role (the CPU table has it), bookkeeping,
+    and the count of failed messages when there were none."""
+    if summary.metric.startswith(ROLE_PREFIX) or summary.metric in HIDDEN:
+        return False
+    return not (summary.metric == "failed" and summary.high == 0)
+
+
+def _system_key(order: Sequence[str]) -> Callable[[Summary], tuple[str, int, str, int, str]]:
+    def key(s: Summary) -> tuple[str, int, str, int, str]:
+        rank = order.index(s.system) if s.system in order else len(order)
+        return (s.scenario, s.clients, s.metric, rank, s.system)
+
+    return key
+
+
+def table(summaries: Sequence[Summary], units: Mapping[str, str], order: Sequence[str] = ()) -> str:
     """Text table: one line per figure, median [min-max], and its ratio to Postfix."""
     lines = [
-        f"{'scenario':<12} {'clients':>7} {'figure':<24} {'system':<16} "
-        f"{'median':>9} {'[min - max]':>21} {'x Postfix':>9}"
+        f"{'scenario':<11} {'clients':>7} {'figure':<26} {'system':<15} "
+        f"{'median':>8} {'[min - max]':>19} {'x Postfix':>9}"
     ]
-    previous: tuple[str, int, str] | None = None
-    for s in summaries:
-        group = (s.scenario, s.clients, s.metric)
-        if previous is not None and group[:2] != previous[:2]:
+    previous: tuple[str, int] | None = None
+    for s in sorted(filter(shown, summaries), key=_system_key(order)):
+        if previous is not None and (s.scenario, s.clients) != previous:
             lines.append("")
-        previous = group
+        previous = (s.scenario, s.clients)
         span = f"[{_number(s.low)} - {_number(s.high)}]"
         ratio = f"{s.ratio:.2f}" if s.ratio is not None else ""
         unit = units.get(s.metric, "")
         figure = f"{s.metric}{f' ({unit})' if unit else ''}"
         lines.append(
-            f"{s.scenario:<12} {s.clients or '':>7} {figure:<24} {s.system:<16} "
-            f"{_number(s.median):>9} {span:>21} {ratio:>9}"
+            f"{s.scenario:<11} {s.clients or '':>7} {figure:<26} {s.system:<15} "
+            f"{_number(s.median):>8} {span:>19} {ratio:>9}"
         )
+    return "\n".join(lines)
+
+
+def cpu_table(summaries: Sequence[Summary], order: Sequence[str] = ()) -> str:
+    """Median CPU milliseconds per message of each process (tree) of each system, in the
+    throughput scenario: one line per clients and system, one column per role."""
+    cells: dict[tuple[int, str], dict[str, float]] = {}
+    roles: list[str] = []
+    for s in summaries:
+        if s.scenario != "throughput" or not s.metric.startswith(ROLE_PREFIX):
+            continue
+        role = s.metric.removeprefix(ROLE_PREFIX)
+        if role not in roles:
+            roles.append(role)
+        cells.setdefault((s.clients, s.system), {})[role] = s.median
+    if not cells:
+        return ""
+    header = f"{'clients':>7} {'system':<15} " + " ".join(f"{role:>9}" for role in roles)
+    lines = ["CPU ms per message by process (median; trees incl. children)", header]
+
+    def rank(key: tuple[int, str]) -> tuple[int, int, str]:
+        clients, system = key
+        return (clients, order.index(system) if system in order else len(order), system)
+
+    for key in sorted(cells, key=rank):
+        row = cells[key]
+        values = " ".join(f"{_number(row[r]) if r in row else '':>9}" for r in roles)
+        lines.append(f"{key[0]:>7} {key[1]:<15} {values}")
     return "\n".join(lines)
 
 
@@ -179,11 +226,21 @@ def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
             above = [p[3] - p[1] for p in points]
             axis.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=system)
         axis.set_xscale("log")
+        axis.set_yscale("log")
+        clients = sorted(
+            {
+                p[0]
+                for points in chart_series(summaries, "throughput", metric).values()
+                for p in points
+            }
+        )
+        axis.set_xticks(clients, [str(c) for c in clients])
         axis.set_xlabel("concurrent clients (a new connection per message)")
         axis.set_ylabel("messages / second")
         axis.set_title(f"{label} rate")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
     figure.suptitle(title, fontsize="medium")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

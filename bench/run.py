@@ -37,9 +37,9 @@ from bench.postfix import PostfixLayout, PrivatePostfix
 from bench.postfix import available as postfix_missing
 from bench.relay_processes import BENCH_PASSWORD, BENCH_USER, ROOT, RelaySetup
 from bench.report import (
-    REFERENCE,
     RunRecord,
     Sample,
+    cpu_table,
     percentile,
     summarize,
     table,
@@ -112,12 +112,29 @@ class System:
 def cpu_per_message(
     before: procstat.Snapshot, after: procstat.Snapshot, roots: dict[str, list[int]], messages: int
 ) -> dict[str, float]:
-    """Milliseconds of CPU per message of every role, and their total (``cpu_ms``)."""
+    """Milliseconds of CPU per message of every role (``cpu_ms_<role>``) and their total
+    (``cpu_ms``)."""
     figures = {
         f"cpu_ms_{role}": procstat.cpu_seconds(before, after, pids) * 1000 / messages
         for role, pids in roots.items()
     }
     figures["cpu_ms"] = sum(figures.values())
+    return figures
+
+
+def measured_cpu(
+    before: procstat.Snapshot,
+    after: procstat.Snapshot,
+    system_roots: dict[str, list[int]],
+    sink_pid: int,
+    messages: int,
+) -> dict[str, float]:
+    """The system's CPU per message (its total without the sink, unless the sink is the
+    system) and the shared sink's own, apart (``sink_cpu_ms``)."""
+    figures = cpu_per_message(before, after, system_roots, messages)
+    if "sink" not in system_roots:
+        sink = cpu_per_message(before, after, {"sink": [sink_pid]}, messages)
+        figures["sink_cpu_ms"] = sink["cpu_ms"]
     return figures
 
 
@@ -155,9 +172,9 @@ class Bench:
 
     def start(self, wanted: Sequence[str]) -> None:
         self.sink.start()
-        sink_roots = {"sink": [self.sink.pid()]}
         if "direct" in wanted:
-            self.systems["direct"] = System("direct", self.sink.port, lambda: dict(sink_roots))
+            sink_pid = self.sink.pid()
+            self.systems["direct"] = System("direct", self.sink.port, lambda: {"sink": [sink_pid]})
         if "postfix" in wanted:
             reason = postfix_missing()
             if reason:
@@ -170,35 +187,38 @@ class Bench:
                 self.systems["postfix"] = System(
                     "postfix",
                     layout.port,
-                    lambda: {"postfix": [postfix.master_pid()], **sink_roots},
-                    describe={"version": postfix_version(), "main.cf": str(layout.config)},
+                    lambda: {"postfix": [postfix.master_pid()]},
+                    describe={"version": postfix_version(), "config": str(layout.config)},
                 )
         for name in RELAYS:
-            if name not in wanted:
-                continue
-            kind = name.removeprefix("relay-")
-            missing = missing_binaries()
-            if kind == "postgres" and ("postgres" in missing or "redis" in missing):
-                self.skipped[name] = missing.get("postgres") or missing["redis"]
-                continue
-            setup = RelaySetup(kind, self.folder / name, self.sink.port)
-            self.relays[name] = setup
-            log(f"{name}: migrating and setting up the organization")
-            setup.prepare()
-            setup.start()
-            self.systems[name] = System(
-                name,
-                setup.port,
-                lambda setup=setup: {**setup.roots(), **sink_roots},  # type: ignore[misc]
-                auth=f"{BENCH_USER}:{BENCH_PASSWORD}",
-                describe={
-                    "relay_processes": setup.relay_processes(),
-                    "commands": {k: " ".join(v) for k, v in setup.commands.items()},
-                    "database": "PostgreSQL (private)" if kind == "postgres" else "SQLite",
-                    "broker": "Redis (private)" if kind == "postgres" else "filesystem",
-                },
-            )
-            log(f"{name}: relay processes: {len(setup.relay_processes())}")
+            if name in wanted:
+                self.start_relay(name)
+
+    def start_relay(self, name: str) -> None:
+        kind = name.removeprefix("relay-")
+        missing = missing_binaries()
+        if kind == "postgres" and ("postgres" in missing or "redis" in missing):
+            self.skipped[name] = missing.get("postgres") or missing["redis"]
+            return
+        setup = RelaySetup(kind, self.folder / name, self.sink.port)
+        self.relays[name] = setup
+        log(f"{name}: migrating, setting up the organization, starting the processes")
+        setup.prepare()
+        setup.start()
+        processes = setup.relay_processes()
+        self.systems[name] = System(
+            name,
+            setup.port,
+            setup.roots,
+            auth=f"{BENCH_USER}:{BENCH_PASSWORD}",
+            describe={
+                "relay_processes": processes,
+                "commands": {k: " ".join(v) for k, v in setup.commands.items()},
+                "database": "PostgreSQL (private)" if kind == "postgres" else "SQLite",
+                "broker": "Redis (private)" if kind == "postgres" else "filesystem",
+            },
+        )
+        log(f"{name}: {len(processes)} relay process(es): {processes}")
 
     def stop(self) -> None:
         for setup in self.relays.values():
@@ -248,7 +268,7 @@ class Bench:
             metrics["e2e_rate"] = messages / delivered
         else:
             note += f" only {self.sink.messages() - base}/{messages} reached the sink"
-        metrics.update(cpu_per_message(before, after, system.roots(), messages))
+        metrics.update(measured_cpu(before, after, system.roots(), self.sink.pid(), messages))
         self.record("throughput", system, rep, clients, metrics, note.strip())
 
     def send(self, system: System, *extra: str) -> dict[str, Any]:
@@ -525,7 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped=bench.skipped,
     )
     summaries = summarize(bench.samples)
-    print(table(summaries, UNITS))
+    print(table(summaries, UNITS, SYSTEMS))
+    print()
+    print(cpu_table(summaries, SYSTEMS))
     for name, reason in bench.skipped.items():
         print(f"skipped {name}: {reason}")
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -537,7 +559,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"run(s), {started:%Y-%m-%d %H:%M} UTC",
     )
     print(f"results: {stamped} (and latest.json), chart: {chart}")
-    _ = REFERENCE
     return 0
 
 
