@@ -154,6 +154,10 @@ class RelaySetup:
         )
         self.world = json.loads(out.strip().splitlines()[-1])
 
+    def run_python(self, arguments: list[str], what: str) -> str:
+        """A Python program of the project against this setup's database (its output)."""
+        return self._run([self.python, *arguments], what)
+
     def _run(self, command: list[str], what: str) -> str:
         result = subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 REFERENCE = "postfix"
-# Metrics where less is better (shown so in the table; the ratio is still system/Postfix).
-LOWER_IS_BETTER = ("_ms", "cpu", "rss", "kb_per", "ratio_time", "seconds")
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def _system_key(order: Sequence[str]) -> Callable[[Summary], tuple[str, int, str
 def table(summaries: Sequence[Summary], units: Mapping[str, str], order: Sequence[str] = ()) -> str:
     """Text table: one line per figure, median [min-max], and its ratio to Postfix."""
     lines = [
-        f"{'scenario':<11} {'clients':>7} {'figure':<26} {'system':<15} "
+        f"{'scenario':<11} {'clients':>7} {'figure':<31} {'system':<15} "
         f"{'median':>8} {'[min - max]':>19} {'x Postfix':>9}"
     ]
     previous: tuple[str, int] | None = None
@@ -132,7 +130,7 @@ def table(summaries: Sequence[Summary], units: Mapping[str, str], order: Sequenc
         unit = units.get(s.metric, "")
         figure = f"{s.metric}{f' ({unit})' if unit else ''}"
         lines.append(
-            f"{s.scenario:<11} {s.clients or '':>7} {figure:<26} {s.system:<15} "
+            f"{s.scenario:<11} {s.clients or '':>7} {figure:<31} {s.system:<15} "
             f"{_number(s.median):>8} {span:>19} {ratio:>9}"
         )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ RELAYS = ("relay-postgres", "relay-embedded")
 CLIENTS = (1, 10, 50)
 LATENCY_CLIENTS = 10
 RECIPIENT = "sink@d0.sink.bench.test"
+CONFIG_SETTLE_SECONDS = 10.0
 UNITS = {
     "accept_rate": "msg/s",
     "e2e_rate": "msg/s",
@@ -67,6 +70,10 @@ UNITS = {
     "rss_increase_mb": "MB",
     "kb_per_session": "KB",
     "ratio_big_small": "big / small",
+    "accept_rate_small": "msg/s",
+    "accept_rate_big": "msg/s",
+    "cpu_small_ms": "ms",
+    "cpu_big_ms": "ms",
 }
 
 
@@ -80,23 +87,29 @@ class Load:
     recipients: int  # messages of each shape (1 and 100 recipients), one client
     idle_sessions: int
     reps: int
+    config: tuple[int, int, int]  # the big configuration: connectors, mailboxes, virtual servers
+    config_messages: int  # per acceptance measurement (10 clients) before and after
 
 
 FULL = Load(
-    throughput={1: 300, 10: 1000, 50: 1000},
-    latency=500,
-    auth=200,
-    recipients=30,
+    throughput={1: 200, 10: 600, 50: 1000},
+    latency=300,
+    auth=40,
+    recipients=20,
     idle_sessions=1000,
     reps=3,
+    config=(10_000, 100_000, 1_000),
+    config_messages=600,
 )
 QUICK = Load(
     throughput={1: 20, 10: 60, 50: 100},
     latency=50,
-    auth=20,
+    auth=10,
     recipients=4,
     idle_sessions=100,
     reps=1,
+    config=(1_000, 10_000, 100),
+    config_messages=60,
 )
 
 
@@ -246,7 +259,12 @@ class Bench:
         log(f"  rep {rep} {scenario:<10} {system.name:<15} c={clients:<3} {shown}{suffix}")
 
     def throughput(self, system: System, rep: int, clients: int) -> None:
-        messages = self.load.throughput[clients]
+        metrics, note = self.accept(system, clients, self.load.throughput[clients])
+        self.record("throughput", system, rep, clients, metrics, note)
+
+    def accept(self, system: System, clients: int, messages: int) -> tuple[dict[str, float], str]:
+        """smtp-source's wall time (acceptance), the time until the sink has counted every
+        message (end to end) and the CPU per message of the system's processes."""
         base = self.sink.settle(quiet=0.5)
         before = procstat.snapshot()
         started = time.perf_counter()
@@ -261,15 +279,15 @@ class Bench:
         delivered = time.perf_counter() - started
         after = procstat.snapshot()
         metrics = {"accept_rate": messages / accepted}
-        note = ""
+        notes = []
         if result.returncode != 0:
-            note = f"smtp-source failed: {result.stderr.strip()[-200:]}"
+            notes.append(f"smtp-source failed: {result.stderr.strip()[-200:]}")
         if arrived:
             metrics["e2e_rate"] = messages / delivered
         else:
-            note += f" only {self.sink.messages() - base}/{messages} reached the sink"
+            notes.append(f"only {self.sink.messages() - base}/{messages} reached the sink")
         metrics.update(measured_cpu(before, after, system.roots(), self.sink.pid(), messages))
-        self.record("throughput", system, rep, clients, metrics, note.strip())
+        return metrics, "; ".join(notes)
 
     def send(self, system: System, *extra: str) -> dict[str, Any]:
         result = subprocess.run(
@@ -399,6 +417,16 @@ class Bench:
 
     # -- the run -------------------------------------------------------------------------------
 
+    def attempt(self, scenario: str, system: System, rep: int, step: Callable[[], None]) -> None:
+        """One measurement; a failure is recorded as a note and the run goes on."""
+        try:
+            step()
+        except Exception as error:  # a broken system must not cost the other measurements
+            self.samples.append(
+                Sample(scenario, system.name, rep, 0, {}, f"error: {error!r}"[:500])
+            )
+            log(f"  rep {rep} {scenario:<10} {system.name:<15} ERROR {error!r}"[:500])
+
     def run(self) -> None:
         order = [name for name in SYSTEMS if name in self.systems]
         for rep in range(1, self.load.reps + 1):
@@ -408,27 +436,75 @@ class Bench:
             rotated = [self.systems[n] for n in order[shift:] + order[:shift]]
             for clients in CLIENTS:
                 for system in rotated:
-                    self.throughput(system, rep, clients)
+                    self.attempt(
+                        "throughput",
+                        system,
+                        rep,
+                        partial(self.throughput, system, rep, clients),
+                    )
             for system in rotated:
-                self.latency(system, rep)
+                self.attempt("latency", system, rep, partial(self.latency, system, rep))
             for system in rotated:
                 if system.name == "postfix" or system.name in RELAYS:
-                    self.auth(system, rep)
+                    self.attempt("auth", system, rep, partial(self.auth, system, rep))
             for system in rotated:
                 if system.name != "direct":
-                    self.recipients(system, rep)
+                    self.attempt("recipients", system, rep, partial(self.recipients, system, rep))
             for system in rotated:
                 if system.name in RELAYS:
-                    self.idle(system, rep)
-            config_scale_step(self, rep)
+                    self.attempt("idle", system, rep, partial(self.idle, system, rep))
+        self.config_scale()
+
+    def config_scale(self) -> None:
+        """The acceptance rate (10 clients) with one of each (one connector, one mailbox, one
+        virtual server) and then with the big configuration, on each relay, Postfix measured
+        alongside as the yardstick of the machine's noise; ``ratio_big_small`` per
+        repetition. The big configuration is written by bench/config_scale.py's ``fill``."""
+        reason = config_scale_missing(ROOT)
+        relays = [self.systems[n] for n in RELAYS if n in self.systems]
+        if reason or not relays:
+            self.skipped["config"] = reason or "no relay runs"
+            return
+        yardstick = [self.systems[n] for n in ("postfix",) if n in self.systems]
+        messages = self.load.config_messages
+        small: dict[tuple[str, int], float] = {}
+        for phase in ("small", "big"):
+            if phase == "big":
+                for system in relays:
+                    self.attempt("config", system, 0, partial(self.fill, system))
+            for rep in range(1, self.load.reps + 1):
+                for system in [*relays, *yardstick]:
+                    metrics, note = self.accept(system, LATENCY_CLIENTS, messages)
+                    rate = metrics["accept_rate"]
+                    figures = {f"accept_rate_{phase}": rate, f"cpu_{phase}_ms": metrics["cpu_ms"]}
+                    if phase == "small":
+                        small[(system.name, rep)] = rate
+                    elif (system.name, rep) in small:
+                        figures["ratio_big_small"] = rate / small[(system.name, rep)]
+                    self.record("config", system, rep, LATENCY_CLIENTS, figures, note)
+
+    def fill(self, system: System) -> None:
+        setup = self.relays[system.name]
+        connectors, mailboxes, virtual_servers = self.load.config
+        started = time.perf_counter()
+        setup.run_python(
+            ["-m", "bench.config_fill", str(connectors), str(mailboxes), str(virtual_servers)],
+            "filling the big configuration",
+        )
+        log(
+            f"{system.name}: filled {connectors} connectors, {mailboxes} mailboxes, "
+            f"{virtual_servers} virtual servers in {time.perf_counter() - started:.0f} s"
+        )
+        # The relay follows configuration changes within a second or two; let it settle.
+        time.sleep(CONFIG_SETTLE_SECONDS)
 
 
-def config_scale_step(bench: Bench, rep: int) -> None:
-    """Hook for the big-configuration scenario: the acceptance rate with 10,000 connectors,
-    100,000 mailboxes and 1,000 virtual servers against one of each. It needs
-    bench/config_scale.py (the bulk filler); without it the scenario is reported as skipped."""
-    if not (ROOT / "bench" / "config_scale.py").exists():
-        bench.skipped["config-scale"] = "bench/config_scale.py is not there yet"
+def config_scale_missing(root: Path) -> str:
+    """Why the big-configuration scenario cannot run ("" when it can): it needs the bulk
+    filler bench/config_scale.py."""
+    if not (root / "bench" / "config_scale.py").exists():
+        return "bench/config_scale.py (the bulk filler) is not in this tree"
+    return ""
 
 
 def send_metrics(data: dict[str, Any]) -> dict[str, float]:
@@ -498,9 +574,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def load_for(args: argparse.Namespace) -> Load:
     base = QUICK if args.quick else FULL
     if args.reps:
-        return Load(
-            base.throughput, base.latency, base.auth, base.recipients, base.idle_sessions, args.reps
-        )
+        return dataclasses.replace(base, reps=args.reps)
     return base
 
 

@@ -30,7 +30,15 @@ from bench.report import (
     write_chart,
     write_results,
 )
-from bench.run import cpu_per_message, measured_cpu, parse_args, send_metrics, smtp_source_command
+from bench.run import (
+    config_scale_missing,
+    cpu_per_message,
+    load_for,
+    measured_cpu,
+    parse_args,
+    send_metrics,
+    smtp_source_command,
+)
 from bench.services import last_message_count
 from tests.sinks import SinkFactory
 
@@ -400,3 +408,25 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile([1.0, 2.0], 99) == 2.0
     assert math.isnan(percentile([], 50))
+
+
+def test_the_big_configuration_runs_only_with_the_bulk_filler(tmp_path: Path) -> None:
+    (tmp_path / "bench").mkdir()
+    assert "config_scale.py" in config_scale_missing(tmp_path)
+
+    (tmp_path / "bench" / "config_scale.py").write_text("def fill(*args): pass\n")
+    assert config_scale_missing(tmp_path) == ""
+
+
+def test_the_full_load_is_the_big_configuration_and_three_repetitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BENCH_QUICK", raising=False)
+    monkeypatch.delenv("BENCH_REPS", raising=False)
+    full = load_for(parse_args([]))
+    quick = load_for(parse_args(["--quick"]))
+
+    assert full.reps == 3 and quick.reps == 1
+    assert full.config == (10_000, 100_000, 1_000)
+    assert load_for(parse_args(["--reps", "5"])).reps == 5
+    assert sorted(full.throughput) == sorted(quick.throughput) == [1, 10, 50]
