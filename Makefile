@@ -53,7 +53,8 @@ soak: install
 
 # The throughput against Postfix in one interleaved run (bench/README.md): installs Postfix
 # (for smtp-source, smtp-sink and the reference relay) and matplotlib, then prints the table and
-# writes bench/results/. BENCH_QUICK=1 for a short run, BENCH_REPS=N repetitions (default 3).
+# writes bench/results/. BENCH_QUICK=1 for a short run, BENCH_REPS=N repetitions (default 3),
+# BENCH_ARGS for more options (python -m bench.run --help).
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
@@ -62,7 +63,7 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 
 bench: $(BENCH_STAMP)
 	sh bench/ensure_postfix.sh
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:

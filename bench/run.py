@@ -24,10 +24,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -216,8 +217,15 @@ class Bench:
         setup = RelaySetup(kind, self.folder / name, self.sink.port)
         self.relays[name] = setup
         log(f"{name}: migrating, setting up the organization, starting the processes")
-        setup.prepare()
-        setup.start()
+        try:
+            setup.prepare()
+            setup.start()
+        except Exception as error:  # the other systems are still worth measuring
+            self.skipped[name] = f"did not start: {error}"[-2000:]
+            log(f"{name}: did not start: {error}")
+            setup.stop()
+            del self.relays[name]
+            return
         processes = setup.relay_processes()
         self.systems[name] = System(
             name,
@@ -536,6 +544,28 @@ def postfix_version() -> str:
     return ""
 
 
+def stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_notes(
+    samples: Sequence[Sample], skipped: dict[str, str], systems: Mapping[str, Any]
+) -> list[str]:
+    """What the table does not say: how each relay ran, what was skipped, what went wrong."""
+    lines = []
+    for name, describe in systems.items():
+        processes = describe.get("relay_processes")
+        if processes is not None:
+            lines.append(f"{name}: the relay ran as {len(processes)} process(es): {processes}")
+    lines.extend(f"skipped {name}: {reason}" for name, reason in skipped.items())
+    lines.extend(
+        f"note: rep {s.rep} {s.scenario} {s.system} clients={s.clients}: {s.note}"
+        for s in samples
+        if s.note
+    )
+    return lines
+
+
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -596,6 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {missing[tool]}", file=sys.stderr)
             return 2
     started = datetime.datetime.now(datetime.UTC)
+    load_at_start = os.getloadavg()
+    # A SIGTERM stops the run like Ctrl-C: the private Postfix, PostgreSQL, Redis and the
+    # project's processes are stopped on the way out, never left running.
+    signal.signal(signal.SIGTERM, stop_on_signal)
     with private_folder() as folder:
         bench = Bench(args, load, folder)
         try:
@@ -612,6 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cores": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },
         systems={name: system.describe for name, system in bench.systems.items()},
@@ -622,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(summaries, UNITS, SYSTEMS))
     print()
     print(cpu_table(summaries, SYSTEMS))
-    for name, reason in bench.skipped.items():
-        print(f"skipped {name}: {reason}")
+    print()
+    for line in run_notes(bench.samples, bench.skipped, record.systems):
+        print(line)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     stamped, _ = write_results(args.results, stamp, record, summaries)
     chart = write_chart(
