@@ -95,6 +95,13 @@ def _number(value: float) -> str:
 
 
 ROLE_PREFIX = "cpu_ms_"
+# The same colour for a system in every chart, so that charts of different runs compare.
+COLOURS = {
+    "direct": "tab:gray",
+    "postfix": "tab:blue",
+    "relay-postgres": "tab:red",
+    "relay-embedded": "tab:green",
+}
 HIDDEN = ("open",)  # bookkeeping, in the JSON only
 
 
@@ -208,10 +215,13 @@ def chart_series(
 def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
     """Messages per second against clients for each system: acceptance and end to end, with
     the min-max of the repetitions as error bars."""
+    # matplotlib is the optional `bench` extra (the rest works without it), and the Agg
+    # backend must be chosen before pyplot is imported.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
     for axis, (metric, label) in zip(
@@ -222,7 +232,15 @@ def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
             ys = [p[1] for p in points]
             below = [p[1] - p[2] for p in points]
             above = [p[3] - p[1] for p in points]
-            axis.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=system)
+            axis.errorbar(
+                xs,
+                ys,
+                yerr=[below, above],
+                marker="o",
+                capsize=3,
+                label=system,
+                color=COLOURS.get(system),
+            )
         axis.set_xscale("log")
         axis.set_yscale("log")
         clients = sorted(
@@ -232,6 +250,8 @@ def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
                 for p in points
             }
         )
+        axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+        axis.yaxis.set_minor_formatter(ticker.NullFormatter())
         axis.set_xticks(clients, [str(c) for c in clients])
         axis.set_xlabel("concurrent clients (a new connection per message)")
         axis.set_ylabel("messages / second")

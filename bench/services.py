@@ -262,7 +262,7 @@ class CountingSink:
             time.sleep(0.01)
         return True
 
-    def settle(self, quiet: float = 1.0, timeout: float = 60.0) -> int:
+    def settle(self, quiet: float = 1.0, timeout: float = 300.0) -> int:
         """Wait until nothing arrived for ``quiet`` seconds (stragglers of a scenario)."""
         deadline = time.monotonic() + timeout
         last, since = self.messages(), time.monotonic()
