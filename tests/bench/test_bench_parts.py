@@ -17,7 +17,13 @@ import pytest
 
 from bench import clients, procstat
 from bench.postfix import PostfixLayout, main_cf, master_cf, write_config
-from bench.relay_processes import PROCFILE, procfile_commands, relay_command, runnable
+from bench.relay_processes import (
+    PROCFILE,
+    RelaySetup,
+    procfile_commands,
+    relay_command,
+    runnable,
+)
 from bench.report import (
     RunRecord,
     Sample,
@@ -36,6 +42,7 @@ from bench.run import (
     load_for,
     measured_cpu,
     parse_args,
+    run_notes,
     send_metrics,
     smtp_source_command,
 )
@@ -226,6 +233,21 @@ def test_the_relay_runs_as_the_procfile_says_for_its_own_server() -> None:
     assert command[:3] == ["/v/python", "manage.py", "runrelay"]
     assert command[-2:] == ["--server", "bench-embedded"]
     assert {"worker", "beat"} <= set(procfile)
+
+
+def test_a_setup_never_inherits_the_callers_database_broker_or_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/someone_elses")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("SMTPADMIN_VAR_DIR", "/somewhere/else")
+
+    env = RelaySetup("embedded", tmp_path / "embedded", sink_port=2600).environment()
+
+    assert "DATABASE_URL" not in env and "CELERY_BROKER_URL" not in env
+    assert env["SMTPADMIN_VAR_DIR"] == str(tmp_path / "embedded" / "var")
+    host, _, port = env["SMTPADMIN_DNS_SERVERS"].partition(":")
+    assert host == "127.0.0.1" and port.isdigit()  # nothing is resolved off the machine
 
 
 # --- the clients ------------------------------------------------------------------------------
@@ -430,3 +452,25 @@ def test_the_full_load_is_the_big_configuration_and_three_repetitions(
     assert full.config == (10_000, 100_000, 1_000)
     assert load_for(parse_args(["--reps", "5"])).reps == 5
     assert sorted(full.throughput) == sorted(quick.throughput) == [1, 10, 50]
+
+
+def test_the_notes_say_how_the_relay_ran_what_was_skipped_and_what_failed() -> None:
+    notes = run_notes(
+        [
+            Sample(
+                "throughput", "relay-postgres", 2, 10, {"accept_rate": 1.0}, "only 5/10 arrived"
+            ),
+            Sample("latency", "postfix", 1, 10, {"rate": 1.0}),
+        ],
+        {"config": "bench/config_scale.py (the bulk filler) is not in this tree"},
+        {
+            "relay-postgres": {"relay_processes": ["runrelay", "runrelay --intake-of 1"]},
+            "direct": {},
+        },
+    )
+
+    assert notes == [
+        "relay-postgres: the relay ran as 2 process(es): ['runrelay', 'runrelay --intake-of 1']",
+        "skipped config: bench/config_scale.py (the bulk filler) is not in this tree",
+        "note: rep 2 throughput relay-postgres clients=10: only 5/10 arrived",
+    ]
