@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # `honcho run` loads .env, so the setup steps see the same settings as the processes.
 WITH_ENV := $(BIN)/honcho run
 
-.PHONY: run install lint test soak clean
+.PHONY: run install lint test soak bench clean
 
 run: install
 	$(WITH_ENV) $(BIN)/python manage.py migrate --noinput
@@ -50,6 +50,20 @@ soak: install
 	SMTPADMIN_SOAK=1 SMTPADMIN_LEDGER_N=$${SMTPADMIN_LEDGER_N:-10000} \
 		$(BIN)/pytest tests/ledger tests/relay/test_fuzz_smtp.py tests/smtpadmin/test_schemathesis.py \
 		-m "soak or not e2e" -p no:cacheprovider --timeout 14400 -rs
+
+# The throughput against Postfix in one interleaved run (bench/README.md): installs Postfix
+# (for smtp-source, smtp-sink and the reference relay) and matplotlib, then prints the table and
+# writes bench/results/. BENCH_QUICK=1 for a short run, BENCH_REPS=N repetitions (default 3),
+# BENCH_ARGS for more options (python -m bench.run --help).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	sh bench/ensure_postfix.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Removes the environment and caches; never var/ (the embedded database and queues live there).
 clean:
