@@ -3,12 +3,14 @@ result type, a verdict per recipient, and the one dequeuer drives either."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from relay.delivery.engine import deliver_claimed
+from relay.delivery.engine import deliver_claimed, renewer
 from relay.delivery.transports import Reach, Sent, SmtpTransport, Transport
 from relay.local import MaildirTransport, maildir_path
 from relay.models import QueueEntry
@@ -112,3 +114,25 @@ def test_a_recipient_refused_for_good_fails_the_same_way_on_either(
     assert judged.reply.startswith("550 5.1.1 ")
     assert done.tally.failed == 1
     assert entry.recipients.get().dsn_sent_at is not None  # the sender hears of it
+
+
+def test_the_dequeuers_renewal_extends_the_claim_at_most_four_times_per_lease(
+    outbound: Outbound,
+) -> None:
+    """A transport may renew after every message: a batch of a hundred Maildir files costs a
+    handful of UPDATEs, not a hundred, and the lease still never runs out under it."""
+    owner = leases.new_owner("worker-a/1")
+    message = outbound.send(["alice@smtpadmin.test"])
+    pk = entry_of(message, queue_of(message)).pk
+    leases.claim([pk], owner, timezone.now(), seconds=0.4)
+    before = QueueEntry.objects.get(pk=pk).lease_until
+    renew = renewer([pk], owner, seconds=0.4)
+
+    renew()  # just claimed: nothing to do yet
+    assert QueueEntry.objects.get(pk=pk).lease_until == before
+
+    time.sleep(0.15)  # more than a quarter of the lease
+    renew()
+    renewed = QueueEntry.objects.get(pk=pk).lease_until
+    assert renewed is not None and before is not None
+    assert renewed >= before + timedelta(seconds=0.15)
