@@ -385,6 +385,8 @@ class ProcessSupervisor:
             await asyncio.wait(list(self.tasks), timeout=self.grace)
         await self._guarded(self.runtime.run(report_stopped, self.server_id))
         self.runtime.shutdown()
+        if self.counts_fd is not None:
+            os.close(self.counts_fd)
 
 
 def describe_exit(returncode: int) -> str:

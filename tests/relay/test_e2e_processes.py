@@ -25,7 +25,7 @@ from django.conf import settings
 
 from relay.models import QueueEntry
 from relay.smtp.processes import available_cores
-from servers.models import SmtpSession, VirtualServer
+from servers.models import Server, SmtpSession, VirtualServer
 from tests.relay.harness import free_port, process_environment, smtp, wait_for
 from tests.relay.world import World, message
 
@@ -250,6 +250,9 @@ def test_both_intake_processes_take_mail_and_report_their_own_sessions(
         send(clients[0], f"through {pid}")
     world.delivered("alice@smtpadmin.test", count=2)
     assert session_pids() == pids
+    # The heartbeat comes from the parent, once for the server.
+    world.server.refresh_from_db()
+    assert world.server.status == Server.Status.RUNNING
 
 
 def test_the_parent_delivers_local_mail_accepted_by_a_child(world: World, start: Start) -> None:
