@@ -84,9 +84,9 @@ class RelaySMTP(SMTP):
     aiosmtpd internals still used, for want of a public hook (aiosmtpd is pinned):
     ``_smtp_methods`` (replaced by ``CommandTable``: the only place every command passes),
     ``_handle_client`` (admission before its greeting), ``_reader`` / ``_writer`` (DATA, AUTH
-    answers and a last reply written while closing), ``_tls_protocol`` (is the session
-    encrypted), ``_reset_timeout`` / ``_timeout_cb`` (time-out while reading DATA; dropping a
-    closed session that does not read) and ``_set_post_data_state`` (the envelope after DATA).
+    answers and a last reply written while closing), ``_reset_timeout`` / ``_timeout_cb``
+    (time-out while reading DATA; dropping a closed session that does not read) and
+    ``_set_post_data_state`` (the envelope after DATA).
     """
 
     def __dir__(self) -> Iterable[str]:
@@ -348,7 +348,7 @@ class RelaySMTP(SMTP):
 
     @property
     def tls(self) -> bool:
-        return self._tls_protocol is not None
+        return self.session is not None and self.session.ssl is not None
 
     @property
     def authenticated(self) -> bool:
