@@ -213,6 +213,13 @@ class RelaySMTP(SMTP):
             dnsbl_listing=listing,
         )
 
+    def data_received(self, data: bytes) -> None:
+        if self.data_open:
+            # DATA is read in blocks, possibly many lines at once: any bytes of the message
+            # count as progress for the time-out (RFC 5321 4.5.3.2.6), as a line did.
+            self._reset_timeout()
+        super().data_received(data)
+
     def eof_received(self) -> bool | None:
         # aiosmtpd drops what a half-closed client sent before its EOF (QUIT, a whole
         # message): read it to the end and answer it instead; the reader then ends the session.
