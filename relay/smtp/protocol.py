@@ -9,9 +9,9 @@ aiosmtpd parses the commands; this subclass adds what a relay needs around them 
   the message and session limits, the sender filter;
 * RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter;
 * AUTH PLAIN / LOGIN checked in a thread against SMTP credentials, failures slowed down;
-* DATA read here rather than by aiosmtpd, so a bare CR or LF anywhere ends the session (SMTP
-  smuggling), NUL and lines over 998 octets are refused, and size, session size and hop count
-  get their RFC replies;
+* DATA read here in blocks (``relay.smtp.data``) rather than line by line by aiosmtpd, so a
+  bare CR or LF anywhere ends the session (SMTP smuggling), NUL and lines over 998 octets are
+  refused, and size, session size and hop count get their RFC replies;
 * intake (database) in a thread; 250 only once the message is committed;
 * what aiosmtpd would echo or store of a client's bytes made safe (EHLO names checked, replies
   printable), and an unexpected error answered once, logged once, without its name.
@@ -85,9 +85,9 @@ class RelaySMTP(SMTP):
     aiosmtpd internals still used, for want of a public hook (aiosmtpd is pinned):
     ``_smtp_methods`` (replaced by ``CommandTable``: the only place every command passes),
     ``_handle_client`` (admission before its greeting), ``_reader`` / ``_writer`` (DATA, AUTH
-    answers and a last reply written while closing), ``_tls_protocol`` (is the session
-    encrypted), ``_reset_timeout`` / ``_timeout_cb`` (time-out while reading DATA; dropping a
-    closed session that does not read) and ``_set_post_data_state`` (the envelope after DATA).
+    answers and a last reply written while closing), ``_reset_timeout`` / ``_timeout_cb``
+    (time-out while reading DATA; dropping a closed session that does not read) and
+    ``_set_post_data_state`` (the envelope after DATA).
     """
 
     def __dir__(self) -> Iterable[str]:
@@ -122,6 +122,7 @@ class RelaySMTP(SMTP):
         self._smtp_methods = CommandTable(self)  # type: ignore[assignment]
         self.client_address = ""
         self.client_port = 0
+        self.server_address = "-"  # this end of the connection, for the protocol log
         self.client_name: str | None = None  # forward-confirmed reverse DNS name
         self.connected_at = time.time()
         self.messages = 0
@@ -154,6 +155,7 @@ class RelaySMTP(SMTP):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.client_address = _client_ip(str(peer[0]))
         self.client_port = int(peer[1]) if len(peer) > 1 else 0
+        self.server_address = self.listener.local_address(transport)
         self.registered = True
         self.listener.register(self)
 
@@ -211,6 +213,13 @@ class RelaySMTP(SMTP):
             organization,
             dnsbl_listing=listing,
         )
+
+    def data_received(self, data: bytes) -> None:
+        if self.data_open:
+            # DATA is read in blocks, possibly many lines at once: any bytes of the message
+            # count as progress for the time-out (RFC 5321 4.5.3.2.6), as a line did.
+            self._reset_timeout()
+        super().data_received(data)
 
     def eof_received(self) -> bool | None:
         # aiosmtpd drops what a half-closed client sent before its EOF (QUIT, a whole
@@ -270,7 +279,9 @@ class RelaySMTP(SMTP):
         """Every command, as aiosmtpd's command loop calls it (through ``CommandTable``)."""
         if self.closing:
             return
-        await self._throttle()
+        wait = self._take_token()
+        if wait:
+            await asyncio.sleep(wait)
         if name in JUNK_COMMANDS:
             self.junk_commands += 1
             if self.junk_commands > JUNK_COMMAND_LIMIT:
@@ -282,17 +293,19 @@ class RelaySMTP(SMTP):
         self.command_started = time.monotonic()
         await method(self, argument)
 
-    async def _throttle(self) -> None:
+    def _take_token(self) -> float:
+        """One command from the session's budget: seconds to wait first (0: none)."""
         now = time.monotonic()
-        self.tokens = min(
+        tokens = min(
             float(COMMAND_BURST), self.tokens + (now - self.tokens_at) * COMMANDS_PER_SECOND
         )
+        wait = 0.0
+        if tokens < 1:
+            wait = (1 - tokens) / COMMANDS_PER_SECOND
+            tokens, now = 1.0, now + wait
+        self.tokens = tokens - 1
         self.tokens_at = now
-        if self.tokens < 1:
-            await asyncio.sleep((1 - self.tokens) / COMMANDS_PER_SECOND)
-            self.tokens = 1.0
-            self.tokens_at = time.monotonic()
-        self.tokens -= 1
+        return wait
 
     async def push(self, status: Any) -> None:
         if self.closing:
@@ -325,7 +338,7 @@ class RelaySMTP(SMTP):
         protocol_log.write(
             client_ip=self.client_address,
             username=self.login_name or "-",
-            server_ip=self.listener.local_address(self.transport),
+            server_ip=self.server_address,
             server_port=self.config.port,
             method=method,
             argument=argument,
@@ -343,7 +356,7 @@ class RelaySMTP(SMTP):
 
     @property
     def tls(self) -> bool:
-        return self._tls_protocol is not None
+        return self.session is not None and self.session.ssl is not None
 
     @property
     def authenticated(self) -> bool:

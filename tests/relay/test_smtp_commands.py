@@ -1,11 +1,17 @@
 """The session's command table: aiosmtpd's commands found once per class, every command run
 through the session's one dispatch point (rate, junk limit, protocol log), and what HELP
-reads of a command (its syntax) kept."""
+reads of a command (its syntax) kept; the command rate budget."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import pytest
+
+from relay.smtp import protocol
+from relay.smtp.config import ListenerConfig
 from relay.smtp.protocol import CommandTable, RelaySMTP
 from tests.relay.harness import RelayThread
 from tests.relay.wire import Wire
@@ -63,3 +69,27 @@ def test_every_command_passes_the_dispatch_point(world: World, relay: Relay) -> 
             assert wire.reply()[-1].startswith(b"250")
         # The junk limit is counted at the dispatch point: the 101st junk command is refused.
         assert wire.command(b"NOOP").startswith(b"421 4.7.0 Too many commands")
+
+
+def test_the_command_budget_slows_a_client_down_after_the_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(protocol.time, "monotonic", lambda: clock[0])
+    listener = SimpleNamespace(
+        runtime=SimpleNamespace(organization=None, directory=None),
+        config=ListenerConfig(id=1),
+        tls_context=None,
+    )
+
+    async def session() -> RelaySMTP:
+        return RelaySMTP(listener)  # type: ignore[arg-type]
+
+    smtp = asyncio.run(session())
+    assert [smtp._take_token() for _ in range(protocol.COMMAND_BURST)] == [0.0] * 1000
+    assert smtp._take_token() == pytest.approx(1 / protocol.COMMANDS_PER_SECOND)
+    assert smtp._take_token() == pytest.approx(2 / protocol.COMMANDS_PER_SECOND)
+    clock[0] += 0.01 + 1.0  # the two waits, then one second: a second's worth is free again
+    waits = [smtp._take_token() for _ in range(int(protocol.COMMANDS_PER_SECOND) + 1)]
+    assert waits[:-1] == [0.0] * int(protocol.COMMANDS_PER_SECOND)
+    assert waits[-1] > 0

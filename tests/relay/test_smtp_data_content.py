@@ -4,9 +4,14 @@ message is not stored and the session goes on as after RSET."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
 
 from relay.models import Message
+from relay.smtp import loader
 from tests.relay.harness import RelayThread
 from tests.relay.wire import Wire
 from tests.relay.world import World, message
@@ -90,3 +95,36 @@ def test_after_refusing_a_long_line_the_session_goes_on_as_after_rset(
         wire.send(message() + b".\r\n")
         assert wire.reply()[-1].startswith(b"250")
     assert Message.objects.count() == 1
+
+
+def test_a_slow_client_keeps_its_message_alive_line_after_line(
+    world: World, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The time-out counts from the last bytes of the message received, however few (RFC 5321
+    # 4.5.3.2.6, the DATA block time-out), not from the last block the relay took whole.
+    original = loader.listener_config
+    monkeypatch.setattr(
+        loader, "listener_config", lambda vs: replace(original(vs), connection_timeout=1.0)
+    )
+    relay(world.server)
+    with Wire(world.port) as wire:
+        assert wire.transaction().startswith(b"354")
+        wire.send(b"Subject: slow\r\n\r\n")
+        for n in range(8):
+            time.sleep(0.4)  # 3.2 seconds in all, never 1 second without a line
+            wire.send(b"line %d\r\n" % n)
+        wire.send(b".\r\n")
+        assert wire.reply()[-1].startswith(b"250")
+    assert Message.objects.count() == 1
+
+
+def test_a_bare_line_feed_in_a_line_too_long_still_ends_the_session(
+    world: World, relay: Relay
+) -> None:
+    relay(world.server)
+    with Wire(world.port) as wire:
+        assert wire.transaction().startswith(b"354")
+        wire.send(b"Subject: a\r\n\r\n" + b"x" * 5000 + b"\n.\n" + SMUGGLED + b".\r\n")
+        assert wire.reply()[-1].startswith(b"554 5.5.2 Bare CR or LF")
+        assert wire.rest() == b""
+    assert not Message.objects.exists()
