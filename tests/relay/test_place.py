@@ -156,22 +156,23 @@ def test_the_statements_per_batch_do_not_grow_with_its_messages_nor_read_configu
 ) -> None:
     world = make_world(tmp_path)
     place_durably(requests(world, [["alice@smtpadmin.test"], ["x@one.test"]]))  # warm the cache
+    single = requests(world, [["x@one.test"]])
+    batch = requests(world, [["x@one.test"], ["bob@smtpadmin.test"]] * 5)
 
     with CaptureQueriesContext(connection) as one:
-        place_durably(requests(world, [["x@one.test"], ["bob@smtpadmin.test"]])[:1])
+        place_durably(single)
     with CaptureQueriesContext(connection) as ten:
-        place_durably(requests(world, [["x@one.test"], ["bob@smtpadmin.test"]] * 5))
+        place_durably(batch)
 
     statements = [query["sql"] for query in ten.captured_queries]
     print(f"statements: {len(one)} for 1 message, {len(ten)} for 10 in one batch")
-    assert len(ten) == len(one)
+    # One INSERT per table (message, entry, recipient, tracking event), BEGIN and COMMIT.
+    assert len(one) == len(ten) <= 6
+    configuration = ("servers_virtualserver", "smtpadmin_organization", "relay_linkqueue")
     assert not [
         sql
         for sql in statements
-        if sql.startswith("SELECT")
-        and any(
-            t in sql for t in ("servers_virtualserver", "smtpadmin_organization", "relay_linkqueue")
-        )
+        if sql.startswith("SELECT") and any(table in sql for table in configuration)
     ]
     assert Message.objects.count() == 2 + 1 + 10
 
