@@ -323,3 +323,18 @@ def test_receiver_times_follow_a_bridgehead_read_when_the_snapshot_lacks_it(
     entry = QueueEntry.objects.get(message_id=result.message_pk)
     assert entry.virtual_server_id == other.pk
     assert entry.expires_at - entry.created_at == timedelta(minutes=7)
+
+
+def test_a_publisher_that_fails_after_the_commit_does_not_fail_the_message(
+    placed_world: World,
+    published: list[list[int]],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    def broken(pks: Any) -> list[int]:
+        raise ConnectionError("broker gone")
+
+    dispatch.register_publisher(broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        accepted = accept(envelope(placed_world.vs, ["x@one.test"]))
+
+    assert Message.objects.filter(pk=accepted.message_pk).exists()
