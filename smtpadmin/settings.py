@@ -141,6 +141,9 @@ def _database(url: str) -> dict[str, Any]:
     if engine not in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
         raise EnvironmentError_(f"DATABASE_URL engine {engine!r} is not supported")
     if engine == "django.db.backends.sqlite3":
+        # A connection per request and per thread, closed after use: threads that end (the
+        # web server's, the tests') leave no open handle on the file. The relay's writer
+        # keeps its one connection open itself (relay.smtp.runtime), the hot path's.
         config["CONN_MAX_AGE"] = 0
         # Several processes (web, relay, workers) share the file: wait for locks, use WAL.
         config["OPTIONS"] = {

@@ -89,7 +89,8 @@ def _username(by: Any) -> str:
 
 def _enqueue_on_commit(queue_pks: Iterable[int]) -> None:
     """Ask delivery to look at these queues once the change is committed. With the broker
-    down nothing is lost (``enqueue_queues`` never raises): the sweeper finds due work."""
+    down nothing is lost (a wake-up never raises after the commit): the sweeper finds due
+    work."""
     dispatch.wake(queue_pks)
 
 

@@ -61,7 +61,9 @@ def wake(
     if flipped and at_once:
         _publish(flipped)
     elif flipped:
-        transaction.on_commit(lambda: _publish(flipped))
+        # Robust: whatever goes wrong here must not turn a committed message into an error
+        # (its client would send it again); the sweeper covers a wake-up that is lost.
+        transaction.on_commit(lambda: _publish(flipped), robust=True)
     return flipped
 
 

@@ -11,6 +11,7 @@ makes the commit fail; the cache is then dropped and the message placed again.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import zlib
@@ -38,6 +39,8 @@ from relay.queue.timings import DeliveryTimes, entry_timing
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import VirtualServer
 from smtpadmin.models import Organization
+
+log = logging.getLogger("relay.queue")
 
 LOCAL_QUEUE_NAME = "Local delivery"
 QUEUE_ID_ATTEMPTS = 3
@@ -262,7 +265,10 @@ def place_durably(requests: Sequence[Request]) -> list[Placed | Exception]:
     if len(requests) > 1:
         try:
             return list(_commit(requests, [new_queue_id() for _ in requests], cached=True))
-        except Exception:
+        except Exception as error:
+            log.warning(
+                "placing %d messages together failed (%r); one by one", len(requests), error
+            )
             forget_queues()
             return [_commit_one(request, cached=False) for request in requests]
     return [_commit_one(request, cached=True) for request in requests]
