@@ -70,6 +70,7 @@ UNITS = {
     "session_100_ms": "ms",
     "ratio_time": "100 rcpt / 1",
     "rss_increase_mb": "MB",
+    "rss_open_mb": "MB",
     "rest_cpu_pct": "% of a core",
     "kb_per_session": "KB",
     "ratio_big_small": "big / small",
@@ -442,6 +443,7 @@ class Bench:
         open_count = int(opened.get("open", 0))
         increase = after - before
         metrics = {
+            "rss_open_mb": after / 2**20,
             "rss_increase_mb": increase / 2**20,
             "kb_per_session": increase / 1024 / open_count if open_count else float("nan"),
             "open": float(open_count),
