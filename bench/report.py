@@ -265,10 +265,11 @@ def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
         axis.set_ylabel("messages / second")
         axis.set_title(f"{label} rate")
         axis.grid(True, which="both", alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for both, below them: it never hides a point
+        figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
