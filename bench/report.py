@@ -175,7 +175,7 @@ def cpu_table(
     for key in sorted(cells, key=rank):
         row = cells[key]
         values = " ".join(f"{_number(row[r]) if r in row else '':>9}" for r in roles)
-        lines.append(f"{key[0]:>7} {key[1]:<15} {values}")
+        lines.append(f"{key[0] or '':>7} {key[1]:<15} {values}")
     return "\n".join(lines)
 
 
