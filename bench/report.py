@@ -95,6 +95,7 @@ def _number(value: float) -> str:
 
 
 ROLE_PREFIX = "cpu_ms_"
+REST_ROLE_PREFIX = "rest_cpu_pct_"
 # The same colour for a system in every chart, so that charts of different runs compare.
 COLOURS = {
     "direct": "tab:gray",
@@ -108,7 +109,7 @@ HIDDEN = ("open",)  # bookkeeping, in the JSON only
 def shown(summary: Summary) -> bool:
     """The main table leaves out the CPU of each role (the CPU table has it), bookkeeping,
     and the count of failed messages when there were none."""
-    if summary.metric.startswith(ROLE_PREFIX) or summary.metric in HIDDEN:
+    if summary.metric.startswith((ROLE_PREFIX, REST_ROLE_PREFIX)) or summary.metric in HIDDEN:
         return False
     return not (summary.metric == "failed" and summary.high == 0)
 
@@ -143,22 +144,29 @@ def table(summaries: Sequence[Summary], units: Mapping[str, str], order: Sequenc
     return "\n".join(lines)
 
 
-def cpu_table(summaries: Sequence[Summary], order: Sequence[str] = ()) -> str:
-    """Median CPU milliseconds per message of each process (tree) of each system, in the
-    throughput scenario: one line per clients and system, one column per role."""
+def cpu_table(
+    summaries: Sequence[Summary],
+    order: Sequence[str] = (),
+    scenario: str = "throughput",
+    prefix: str = ROLE_PREFIX,
+    title: str = "CPU ms per message by process (median; trees incl. children)",
+) -> str:
+    """Median CPU of each process (tree) of each system in one scenario: by default the
+    milliseconds per message in the throughput scenario. One line per clients and system, one
+    column per role."""
     cells: dict[tuple[int, str], dict[str, float]] = {}
     roles: list[str] = []
     for s in summaries:
-        if s.scenario != "throughput" or not s.metric.startswith(ROLE_PREFIX):
+        if s.scenario != scenario or not s.metric.startswith(prefix):
             continue
-        role = s.metric.removeprefix(ROLE_PREFIX)
+        role = s.metric.removeprefix(prefix)
         if role not in roles:
             roles.append(role)
         cells.setdefault((s.clients, s.system), {})[role] = s.median
     if not cells:
         return ""
     header = f"{'clients':>7} {'system':<15} " + " ".join(f"{role:>9}" for role in roles)
-    lines = ["CPU ms per message by process (median; trees incl. children)", header]
+    lines = [title, header]
 
     def rank(key: tuple[int, str]) -> tuple[int, int, str]:
         clients, system = key
@@ -167,7 +175,7 @@ def cpu_table(summaries: Sequence[Summary], order: Sequence[str] = ()) -> str:
     for key in sorted(cells, key=rank):
         row = cells[key]
         values = " ".join(f"{_number(row[r]) if r in row else '':>9}" for r in roles)
-        lines.append(f"{key[0]:>7} {key[1]:<15} {values}")
+        lines.append(f"{key[0] or '':>7} {key[1]:<15} {values}")
     return "\n".join(lines)
 
 
@@ -257,10 +265,11 @@ def write_chart(path: Path, summaries: Sequence[Summary], title: str) -> Path:
         axis.set_ylabel("messages / second")
         axis.set_title(f"{label} rate")
         axis.grid(True, which="both", alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for both, below them: it never hides a point
+        figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

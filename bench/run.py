@@ -40,6 +40,7 @@ from bench.postfix import PostfixLayout, PrivatePostfix
 from bench.postfix import available as postfix_missing
 from bench.relay_processes import BENCH_PASSWORD, BENCH_USER, ROOT, RelaySetup
 from bench.report import (
+    REST_ROLE_PREFIX,
     RunRecord,
     Sample,
     cpu_table,
@@ -69,6 +70,8 @@ UNITS = {
     "session_100_ms": "ms",
     "ratio_time": "100 rcpt / 1",
     "rss_increase_mb": "MB",
+    "rss_open_mb": "MB",
+    "rest_cpu_pct": "% of a core",
     "kb_per_session": "KB",
     "ratio_big_small": "big / small",
     "accept_rate_small": "msg/s",
@@ -90,6 +93,7 @@ class Load:
     reps: int
     config: tuple[int, int, int]  # the big configuration: connectors, mailboxes, virtual servers
     config_messages: int  # per acceptance measurement (10 clients) before and after
+    rest_seconds: float  # the at-rest CPU measurement
 
 
 FULL = Load(
@@ -101,6 +105,7 @@ FULL = Load(
     reps=3,
     config=(10_000, 100_000, 1_000),
     config_messages=600,
+    rest_seconds=10.0,
 )
 QUICK = Load(
     throughput={1: 20, 10: 60, 50: 100},
@@ -111,6 +116,7 @@ QUICK = Load(
     reps=1,
     config=(1_000, 10_000, 100),
     config_messages=60,
+    rest_seconds=3.0,
 )
 
 
@@ -133,6 +139,19 @@ def cpu_per_message(
         for role, pids in roots.items()
     }
     figures["cpu_ms"] = sum(figures.values())
+    return figures
+
+
+def rest_cpu(
+    before: procstat.Snapshot, after: procstat.Snapshot, roots: dict[str, list[int]], wall: float
+) -> dict[str, float]:
+    """CPU of each role (``rest_cpu_pct_<role>``) and in all (``rest_cpu_pct``) as a
+    percentage of one core over ``wall`` seconds."""
+    figures = {
+        f"rest_cpu_pct_{role}": procstat.cpu_seconds(before, after, pids) * 100 / wall
+        for role, pids in roots.items()
+    }
+    figures["rest_cpu_pct"] = sum(figures.values())
     return figures
 
 
@@ -310,6 +329,18 @@ class Bench:
         data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return data
 
+    def rest(self, system: System, rep: int) -> None:
+        """CPU of the system doing nothing (heartbeats, configuration checks, polling), as a
+        percentage of one core: the cost every message rate pays, largest per message at
+        low rates."""
+        self.sink.settle(quiet=0.5)
+        before = procstat.snapshot()
+        started = time.perf_counter()
+        time.sleep(self.load.rest_seconds)
+        after = procstat.snapshot()
+        wall = time.perf_counter() - started
+        self.record("rest", system, rep, 0, rest_cpu(before, after, system.roots(), wall))
+
     def latency(self, system: System, rep: int) -> None:
         messages = self.load.latency
         self.sink.settle(quiet=0.5)
@@ -412,6 +443,7 @@ class Bench:
         open_count = int(opened.get("open", 0))
         increase = after - before
         metrics = {
+            "rss_open_mb": after / 2**20,
             "rss_increase_mb": increase / 2**20,
             "kb_per_session": increase / 1024 / open_count if open_count else float("nan"),
             "open": float(open_count),
@@ -442,6 +474,8 @@ class Bench:
             # Rotate the order each repetition: nobody always runs right after a busy neighbour.
             shift = (rep - 1) % len(order)
             rotated = [self.systems[n] for n in order[shift:] + order[:shift]]
+            for system in rotated:
+                self.attempt("rest", system, rep, partial(self.rest, system, rep))
             for clients in CLIENTS:
                 for system in rotated:
                     self.attempt(
@@ -657,6 +691,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(summaries, UNITS, SYSTEMS))
     print()
     print(cpu_table(summaries, SYSTEMS))
+    print()
+    print(
+        cpu_table(
+            summaries,
+            SYSTEMS,
+            "rest",
+            REST_ROLE_PREFIX,
+            "CPU at rest by process, % of one core (median; nothing sent)",
+        )
+    )
     print()
     for line in run_notes(bench.samples, bench.skipped, record.systems):
         print(line)

@@ -42,6 +42,7 @@ from bench.run import (
     load_for,
     measured_cpu,
     parse_args,
+    rest_cpu,
     run_notes,
     send_metrics,
     smtp_source_command,
@@ -112,6 +113,18 @@ def test_cpu_per_message_by_role_and_in_total_and_the_sink_apart() -> None:
     assert figures["sink_cpu_ms"] == pytest.approx(10.0)
     # The sink as the system itself (the direct ceiling) is its total.
     assert cpu_per_message(before, after, {"sink": [3]}, 100)["cpu_ms"] == pytest.approx(10.0)
+
+
+def test_cpu_at_rest_is_a_percentage_of_one_core_by_role_and_in_all() -> None:
+    tick = procstat.CLOCK_TICKS
+    before = snap(proc(1, 0, 0), proc(2, 0, 0))
+    after = snap(proc(1, 0, tick), proc(2, 0, tick // 2))
+
+    figures = rest_cpu(before, after, {"relay": [1], "beat": [2]}, wall=10.0)
+
+    assert figures["rest_cpu_pct_relay"] == pytest.approx(10.0)
+    assert figures["rest_cpu_pct_beat"] == pytest.approx(5.0)
+    assert figures["rest_cpu_pct"] == pytest.approx(15.0)
 
 
 def test_a_snapshot_of_this_machine_holds_this_process_with_its_parent() -> None:
@@ -391,6 +404,11 @@ def test_the_table_shows_medians_ranges_and_ratios_and_the_cpu_by_process() -> N
     assert "cpu_ms_relay" not in text
     assert cpu.splitlines()[1].split() == ["clients", "system", "postfix", "relay", "worker"]
     assert cpu.splitlines()[3].split() == ["10", "relay-postgres", "12.0", "4.00"]
+    rest = summarize([Sample("rest", "postfix", 1, 0, {"rest_cpu_pct_postfix": 0.5})])
+    assert cpu_table(rest, [], "rest", "rest_cpu_pct_", "At rest").splitlines()[2].split() == [
+        "postfix",
+        "0.50",
+    ]
 
 
 def test_the_results_are_a_timestamped_json_and_latest(tmp_path: Path) -> None:
