@@ -129,6 +129,12 @@ class Connector(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Routing's configuration fingerprint reads the latest change and the down marks
+        # every second; these answer it without reading every connector.
+        indexes = [
+            models.Index(fields=["modified_at"], name="connector_modified_at"),
+            models.Index(fields=["down_until"], name="connector_down_until"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -15,11 +15,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Model, Prefetch, Q
+from django.db.models import Model, Prefetch
 from django.utils import timezone
 
 from connectors.models import AddressSpace, Connector
@@ -118,6 +118,37 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
 Fingerprint = tuple[Any, ...]
 
 
+class Aggregate(NamedTuple):
+    """One number over one table, e.g. ``Aggregate(Connector, "MAX({modified_at})")``; field
+    names in braces, an optional condition with ``%s`` parameters."""
+
+    model: type[Model]
+    expression: str
+    where: str = ""
+
+
+COUNTED = ("COUNT(*)", "MAX({id})")  # rows added or deleted
+
+
+def aggregates(columns: Sequence[Aggregate], params: Sequence[Any] = ()) -> Fingerprint:
+    """The numbers in one query. Each is its own sub-query, so that a database answers it from
+    an index where it can (a count from the smallest index, a maximum from an index on its
+    column) instead of reading every row of a wide table."""
+    quote = connection.ops.quote_name
+
+    def select(column: Aggregate) -> str:
+        meta = column.model._meta
+        names = {f.name: quote(f.column or f.attname) for f in meta.concrete_fields}
+        where = f" WHERE {column.where.format(**names)}" if column.where else ""
+        expression = column.expression.format(**names)
+        # Only quoted names from the models go into the text; values are parameters.
+        return f"(SELECT {expression} FROM {quote(meta.db_table)}{where})"  # noqa: S608
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(select(c) for c in columns), list(params))
+        return tuple(cursor.fetchone() or ())
+
+
 def configuration_fingerprint(now: datetime | None = None) -> Fingerprint:
     """Moves whenever anything the routing snapshot (without mailboxes) is built from changes:
     a row added or deleted (counts, highest ids), saved (latest ``modified_at``), an address
@@ -125,9 +156,19 @@ def configuration_fingerprint(now: datetime | None = None) -> Fingerprint:
     a server coming up or going quiet. Two queries: the aggregates in one, and the servers'
     rows (few, and without a change time), with only whether the heartbeat is recent."""
     now = now or timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(_aggregates_sql(), [connection.ops.adapt_datetimefield_value(now)])
-        aggregates = tuple(cursor.fetchone() or ())
+    bridgeheads = Connector.bridgeheads.through
+    numbers = aggregates(
+        [
+            *(Aggregate(Connector, e) for e in (*COUNTED, "MAX({modified_at})")),
+            Aggregate(Connector, "COUNT(*)", "{down_until} > %s"),
+            Aggregate(Connector, "MAX({down_until})"),
+            *(Aggregate(AddressSpace, e) for e in (*COUNTED, "SUM({cost})")),
+            *(Aggregate(bridgeheads, e) for e in (*COUNTED, "SUM({virtualserver})")),
+            *(Aggregate(VirtualServer, e) for e in (*COUNTED, "MAX({modified_at})")),
+            *(Aggregate(AcceptedDomain, e) for e in (*COUNTED, "MAX({modified_at})")),
+        ],
+        [connection.ops.adapt_datetimefield_value(now)],
+    )
     cutoff = now - timedelta(seconds=settings.SMTPADMIN_HEARTBEAT_TIMEOUT)
     servers = tuple(
         (pk, name, group, seen is not None and seen >= cutoff)
@@ -135,49 +176,12 @@ def configuration_fingerprint(now: datetime | None = None) -> Fingerprint:
             "pk", "name", "routing_group_id", "last_seen"
         )
     )
-    return aggregates, servers
-
-
-def _aggregates_sql() -> str:
-    """One row of counts, highest ids, latest changes and sums: one scan of each table."""
-    quote = connection.ops.quote_name
-
-    def scan(model: type[Model], alias: str, columns: dict[str, str]) -> str:
-        names = {f.name: quote(f.column or f.attname) for f in model._meta.concrete_fields}
-        selected = ", ".join(
-            f"{expression.format(**names)} AS {quote(f'{alias}_{label}')}"
-            for label, expression in columns.items()
-        )
-        table = quote(model._meta.db_table)
-        # Only quoted names from the models go into the text; the one value is a parameter.
-        return f"(SELECT {selected} FROM {table}) AS {quote(alias)}"  # noqa: S608
-
-    counted = {"n": "COUNT(*)", "top": "MAX({id})"}
-    return "SELECT * FROM " + ", ".join(  # noqa: S608 (names only, as above)
-        [
-            scan(
-                Connector,
-                "c",
-                {
-                    **counted,
-                    "at": "MAX({modified_at})",
-                    "down": "SUM(CASE WHEN {down_until} > %s THEN 1 ELSE 0 END)",
-                    "down_at": "MAX({down_until})",
-                },
-            ),
-            scan(AddressSpace, "s", {**counted, "cost": "SUM({cost})"}),
-            scan(Connector.bridgeheads.through, "b", {**counted, "vs": "SUM({virtualserver})"}),
-            scan(VirtualServer, "v", {**counted, "at": "MAX({modified_at})"}),
-            scan(AcceptedDomain, "d", {**counted, "at": "MAX({modified_at})"}),
-        ]
-    )
+    return numbers, servers
 
 
 def mailbox_fingerprint() -> Fingerprint:
-    mailboxes = Mailbox.objects.aggregate(
-        n=Count("id"), top=Max("id"), at=Max("modified_at"), on=Count("id", filter=Q(enabled=True))
-    )
-    return tuple(mailboxes.values())
+    """Moves when a mailbox is added, deleted or saved (enabling one is a save)."""
+    return aggregates([Aggregate(Mailbox, e) for e in (*COUNTED, "MAX({modified_at})")])
 
 
 def read_mailboxes() -> frozenset[str]:
@@ -232,6 +236,7 @@ class TopologyCache:
             self._fingerprint = self._base = self._mailbox_fingerprint = None
             self._mailboxes = frozenset()
             self._views.clear()
+            self.builds = 0
 
     def topology(
         self, source: VirtualServer | None = None, *, include_mailboxes: bool = True

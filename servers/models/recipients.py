@@ -114,6 +114,8 @@ class Mailbox(models.Model):
     class Meta:
         ordering = ["address"]
         verbose_name_plural = "mailboxes"
+        # The relay's directory fingerprint reads the latest change every second.
+        indexes = [models.Index(fields=["modified_at"], name="mailbox_modified_at")]
 
     def __str__(self) -> str:
         return self.address

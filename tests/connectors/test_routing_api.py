@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from connectors.api_routing import RoutingResolveView
 from connectors.models import Connector
+from connectors.topology import shared_topologies
 from servers.models import RoutingGroup
 from tests.connectors.test_topology import (
     make_accepted_domain,
@@ -241,3 +242,27 @@ def test_the_project_schema_lists_the_endpoint(view_only: User, api_as: Any) -> 
 
     assert response.status_code == 200
     assert "/api/v1/routing/resolve" in response.json()["paths"]
+
+
+def test_an_edit_through_the_api_is_routed_by_the_next_answer(
+    administrator: User, api_as: Any, organization: dict[str, Any]
+) -> None:
+    shared_topologies.clear()
+    api = api_as(administrator)
+    before = get(administrator, api_as, recipient="carol@new.example").json()
+    again = get(administrator, api_as, recipient="carol@new.example").json()
+    builds = shared_topologies.builds
+
+    answer = api.patch(
+        f"/api/v1/connectors/{organization['partner'].pk}/",
+        {"address_spaces": [{"domain": "new.example", "cost": 1}]},
+        format="json",
+    )
+    assert answer.status_code == 200, answer.content
+    after = get(administrator, api_as, recipient="carol@new.example").json()
+
+    assert before["connector"]["name"] == again["connector"]["name"] == "Internet"
+    assert builds == 1  # the second answer reused the snapshot of the first
+    assert after["connector"] == {"id": organization["partner"].pk, "name": "Partner"}
+    assert after["address_space"] == {"domain": "new.example", "cost": 1}
+    assert shared_topologies.builds == 2

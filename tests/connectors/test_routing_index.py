@@ -103,7 +103,7 @@ recipients = st.one_of(
 )
 
 
-@settings(deadline=None, max_examples=500)
+@settings(deadline=None, max_examples=300)
 @given(topologies(), recipients, senders, messages)
 def test_the_index_routes_exactly_as_the_scan(
     topology: Topology, recipient: str, sender: str, message: MessageFacts
@@ -113,7 +113,7 @@ def test_the_index_routes_exactly_as_the_scan(
     )
 
 
-@settings(deadline=None, max_examples=500)
+@settings(deadline=None, max_examples=300)
 @given(topologies(), domains)
 def test_the_index_finds_the_spaces_and_domain_the_scan_finds(
     topology: Topology, domain: str
