@@ -3,7 +3,7 @@ Messages' filters and bulk actions) and ``tracking-events`` (Message Tracking Ce
 
 Reading is for every administrative role; the actions (POST) are for Administrators and Full
 Administrators, as ``smtpadmin.roles.RolePermission`` decides for every POST. The actions
-themselves are in ``relay.queue.actions``, shared with the console.
+themselves are in ``relay.admin.actions``, shared with the console.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from relay.admin import actions
+from relay.admin.search import MessageFilter, TrackingFilter, message_history, with_state
+from relay.admin.viewer import ensure_system_queues, outbound_disabled, queue_list
 from relay.api_serializers import (
     BulkActionSerializer,
     BulkResultSerializer,
@@ -33,10 +36,7 @@ from relay.api_serializers import (
     QueueSerializer,
     TrackingEventSerializer,
 )
-from relay.queue import actions
 from relay.queue.models import LinkQueue, Message, QueueEntry, TrackingEvent
-from relay.queue.search import MessageFilter, TrackingFilter, message_history, with_state
-from relay.queue.viewer import ensure_system_queues, outbound_disabled, queue_list
 from smtpadmin.registry import api
 
 # --- queues ------------------------------------------------------------------------------

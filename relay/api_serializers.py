@@ -11,7 +11,9 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from relay.queue import actions
+from relay.admin import actions
+from relay.admin.search import MessageFilter, MessageState
+from relay.admin.viewer import QueueState, last_error, message_headers, queue_state, source
 from relay.queue.models import (
     LinkQueue,
     Message,
@@ -20,8 +22,6 @@ from relay.queue.models import (
     Recipient,
     TrackingEvent,
 )
-from relay.queue.search import MessageFilter, MessageState
-from relay.queue.viewer import QueueState, last_error, message_headers, queue_state, source
 from smtpadmin.api import StrictFieldsMixin, unstorable_text
 
 

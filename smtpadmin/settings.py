@@ -243,7 +243,7 @@ SPECTACULAR_SETTINGS = {
         "TlsModeEnum": "servers.models.virtual_server.TlsMode",
         "OutboundAuthEnum": "servers.models.virtual_server.OutboundAuth",
         "ScheduleModeEnum": "connectors.models.ScheduleMode",
-        "QueueStateEnum": "relay.queue.viewer.QueueState",
+        "QueueStateEnum": "relay.admin.viewer.QueueState",
         "MessageStateEnum": "relay.api_serializers.MESSAGE_STATES",
         "RecipientStateEnum": "relay.queue.models.Recipient.State",
         "QueueEntryStateEnum": "relay.queue.models.QueueEntry.State",

@@ -10,9 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 
+from relay.admin.search import MessageState
+from relay.admin.viewer import QueueState
 from relay.queue.models import QueueEntry
-from relay.queue.search import MessageState
-from relay.queue.viewer import QueueState
 from servers.console.common import safe_next
 
 # The console's badge colours (console.css): green running, amber paused, red stopped.

@@ -1,6 +1,6 @@
 """Find Messages: search the queues by sender, recipient, domain, subject, state, age, size and
 queue, then Freeze, Unfreeze or Delete (with or without NDR) everything found, after a
-confirmation page. The filters are the API's (``relay.queue.search.MessageFilter``)."""
+confirmation page. The filters are the API's (``relay.admin.search.MessageFilter``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.urls import reverse
 from django.views.generic import TemplateView
 
+from relay.admin import actions
+from relay.admin.search import MessageFilter, MessageState, with_state
 from relay.console.common import STATE_BADGES, done, kilobytes, plural, when
-from relay.queue import actions
 from relay.queue.models import Message
-from relay.queue.search import MessageFilter, MessageState, with_state
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.roles import Role
 

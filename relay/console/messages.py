@@ -14,11 +14,11 @@ from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
 
+from relay.admin import actions
+from relay.admin.search import MessageState, with_state
+from relay.admin.viewer import OPEN_ENTRY_STATES, message_headers
 from relay.console.common import STATE_BADGES, done, entry_state, kilobytes, plural, when
-from relay.queue import actions
 from relay.queue.models import Message, QueueEntry, Recipient
-from relay.queue.search import MessageState, with_state
-from relay.queue.viewer import OPEN_ENTRY_STATES, message_headers
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action
 from smtpadmin.roles import Role

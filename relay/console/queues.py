@@ -1,6 +1,6 @@
 """Queue Viewer: the link queues and the system queues with their state and columns, each
 queue's messages, and the queue actions (Freeze, Unfreeze, Force Connection, Delete All
-Messages with or without NDR). The work is in ``relay.queue.actions``."""
+Messages with or without NDR). The work is in ``relay.admin.actions``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
 
-from relay.console.common import STATE_BADGES, done, entry_state, kilobytes, plural, when
-from relay.queue import actions
-from relay.queue.models import LinkQueue, QueueEntry, Recipient
-from relay.queue.viewer import (
+from relay.admin import actions
+from relay.admin.viewer import (
     OPEN_ENTRY_STATES,
     QueueState,
     ensure_system_queues,
@@ -29,6 +27,8 @@ from relay.queue.viewer import (
     queue_state,
     source,
 )
+from relay.console.common import STATE_BADGES, done, entry_state, kilobytes, plural, when
+from relay.queue.models import LinkQueue, QueueEntry, Recipient
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, ObjectList
 from smtpadmin.roles import Role

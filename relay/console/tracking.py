@@ -13,9 +13,9 @@ from django.db.models import Count, Max, Min
 from django.urls import reverse
 from django.views.generic import TemplateView
 
+from relay.admin.search import TrackingFilter, message_history
 from relay.console.common import when
 from relay.queue.models import Message, TrackingEvent
-from relay.queue.search import TrackingFilter, message_history
 from relay.queue.tracking import TrackingSettings
 from smtpadmin.access import RoleRequiredMixin
 

@@ -68,7 +68,7 @@ def world(drop: str, port: int, smart_host: str) -> dict[str, object]:
 
 
 def force() -> dict[str, object]:
-    from relay.queue.actions import retry_queue_now
+    from relay.admin.actions import retry_queue_now
     from relay.queue.models import LinkQueue
 
     return {"queues": [retry_queue_now(queue, by=None) for queue in LinkQueue.objects.all()]}

@@ -398,7 +398,7 @@ def test_bulk_unfreeze_and_delete_follow_the_same_filters(
 def test_bulk_delete_handles_more_messages_than_one_chunk(
     admin_api: APIClient, queues: Queues, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("relay.queue.actions.CHUNK", 2)
+    monkeypatch.setattr("relay.admin.actions.CHUNK", 2)
     messages = [queues.send([f"u{n}@spam.example"]) for n in range(5)]
 
     response = bulk(admin_api, {"filter": {"sender": "outside"}, "action": "delete"})

@@ -15,10 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from relay.admin import actions
+from relay.admin.viewer import QueueState, queue_state, with_columns
 from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
-from relay.queue import actions
 from relay.queue.models import SYSTEM_QUEUES
-from relay.queue.viewer import QueueState, queue_state, with_columns
 from smtpadmin.models import AuditEntry, Organization
 from tests.relay.queue_world import (
     LOCAL_SENDER,

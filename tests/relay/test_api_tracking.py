@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from relay.admin import actions
 from relay.models import Message, TrackingEvent
-from relay.queue import actions
 from tests.relay.queue_world import Queues
 from tests.relay.test_intake import set_tracking
 

@@ -13,9 +13,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from relay.admin import actions
 from relay.intake import record_rejected
 from relay.models import Message, TrackingEvent
-from relay.queue import actions
 from tests.relay.queue_world import Queues, html_of, logged_in
 from tests.relay.test_api_tracking import relayed_elsewhere
 from tests.relay.test_intake import set_tracking

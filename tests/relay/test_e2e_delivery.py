@@ -15,8 +15,8 @@ import redis
 from django.conf import settings
 
 from connectors.models import AddressSpace, Connector
+from relay.admin.actions import retry_queue_now
 from relay.models import LinkQueue, QueueEntry, Recipient
-from relay.queue.actions import retry_queue_now
 from servers.models import RoutingGroup
 from smtpadmin.celery import app
 from tests.relay.celery_harness import CeleryProcess, worker

@@ -16,10 +16,10 @@ from django.utils import timezone
 
 import relay.delivery.engine
 import relay.local
+from relay.admin.actions import freeze_message, unfreeze_message
 from relay.intake import accept
 from relay.local import deliver_due_local, deliver_local, maildir_name, maildir_path, write_maildir
 from relay.models import Message, QueueEntry, Recipient, TrackingEvent
-from relay.queue.actions import freeze_message, unfreeze_message
 from tests.relay.test_intake import World, envelope, make_world
 
 pytestmark = pytest.mark.django_db

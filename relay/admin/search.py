@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q, Value
 from django.utils import timezone
 
+from relay.admin.viewer import OPEN_ENTRY_STATES
 from relay.queue.models import (
     MESSAGE_ID_LENGTH,
     LinkQueue,
@@ -26,7 +27,6 @@ from relay.queue.models import (
     Recipient,
     TrackingEvent,
 )
-from relay.queue.viewer import OPEN_ENTRY_STATES
 
 
 class MessageState(models.TextChoices):

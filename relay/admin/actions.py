@@ -10,7 +10,7 @@ done). Deleting writes a "deleted" tracking event per recipient naming the admin
 every action is in the audit log. An NDR is queued in the same transaction as the deletion
 (``relay.delivery.dsn.submit_dsn`` joins the caller's transaction).
 
-Queue Viewer's derived state and columns live in ``relay.queue.viewer`` and are re-exported
+Queue Viewer's derived state and columns live in ``relay.admin.viewer`` and are re-exported
 here (``queue_state``, ``with_columns``).
 """
 
@@ -27,11 +27,11 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from relay.admin.viewer import OPEN_ENTRY_STATES, QueueState, queue_state, with_columns
 from relay.delivery.dsn import submit_dsn
 from relay.queue import dispatch
 from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.tracking import TrackingSettings
-from relay.queue.viewer import OPEN_ENTRY_STATES, QueueState, queue_state, with_columns
 from smtpadmin.audit import record_action
 from smtpadmin.models import AuditEntry
 
