@@ -22,13 +22,14 @@ lockout, the credential's row (enabled, password, virtual servers) and the answe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -77,6 +78,8 @@ class VerifiedCache:
         self._key = secrets.token_bytes(32)
         self._entries: dict[bytes, _Verified] = {}
         self._lock = threading.Lock()
+        # digest -> (the lock of its check in progress, how many sessions want it)
+        self._checking: dict[bytes, tuple[threading.Lock, int]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,6 +117,26 @@ class VerifiedCache:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._prune()
             self._entries[digest] = entry
+
+    @contextlib.contextmanager
+    def checking(self, username: str, password: str) -> Iterator[None]:
+        """One password check of this pair at a time in this process: sessions that log in with
+        it together wait for the first check and then find its success remembered, instead of
+        each hashing the same password (a burst of first logins after a start or an expiry)."""
+        digest = self._digest(username, password)
+        with self._lock:
+            lock, waiting = self._checking.get(digest, (threading.Lock(), 0))
+            self._checking[digest] = (lock, waiting + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, waiting = self._checking[digest]
+                if waiting > 1:
+                    self._checking[digest] = (lock, waiting - 1)
+                else:
+                    del self._checking[digest]
 
     def forget(self, username: str, password: str) -> None:
         digest = self._digest(username, password)
@@ -166,17 +189,18 @@ def check_credentials(
         check_password(_hashable(password), _dummy_hash(get_hasher("default").algorithm))
         allowed = False
     else:
-        remembered = seconds > 0 and CACHE.verified(username, password, credential)
-        password_ok = remembered or credential.check_password(_hashable(password))
-        allowed = (
-            password_ok
-            and credential.enabled
-            and _serves(credential, virtual_server_id)
-            and password == _hashable(password)
-        )
+        with CACHE.checking(username, password) if seconds > 0 else contextlib.nullcontext():
+            remembered = seconds > 0 and CACHE.verified(username, password, credential)
+            password_ok = remembered or credential.check_password(_hashable(password))
+            allowed = (
+                password_ok
+                and credential.enabled
+                and _serves(credential, virtual_server_id)
+                and password == _hashable(password)
+            )
+            if allowed and seconds > 0 and not remembered:
+                CACHE.remember(username, password, credential, seconds)
     if allowed and credential is not None:
-        if seconds > 0 and not remembered:
-            CACHE.remember(username, password, credential, seconds)
         throttle.succeeded(SMTP, username, client)
         SmtpCredential.objects.filter(pk=credential.pk).update(
             last_used_at=timezone.now(),

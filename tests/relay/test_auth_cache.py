@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import smtplib
+import threading
+import time
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from relay.smtp import auth
 from relay.smtp.auth import INVALID, LOCKED, AuthOutcome, VerifiedCache, check_credentials
@@ -17,11 +20,13 @@ from tests.counting_hasher import HASHER, CountingHasher
 from tests.relay.harness import RelayThread
 from tests.relay.world import PASSWORD as WORLD_PASSWORD
 from tests.relay.world import World
+from tests.threads import TestThread
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "s3cret-Passw0rd"
 CLIENT = "203.0.113.9"
+SESSIONS = 6
 
 
 class Clock:
@@ -184,6 +189,37 @@ def test_the_virtual_servers_of_the_credential_still_apply(vs: VirtualServer) ->
     assert login(vs).reply == INVALID
     credential.virtual_servers.set([])
     assert login(vs).ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sessions_logging_in_together_hash_the_password_once(
+    vs: VirtualServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_credential()
+    verify = CountingHasher.verify
+
+    def slow_verify(self: CountingHasher, password: str, encoded: str) -> bool:
+        time.sleep(0.2)  # as long as a real hash takes: the sessions overlap
+        return verify(self, password, encoded)
+
+    monkeypatch.setattr(CountingHasher, "verify", slow_verify)
+    start = threading.Barrier(SESSIONS)
+    outcomes: list[AuthOutcome] = []
+
+    def log_in(ip: str) -> None:
+        start.wait(5)
+        outcomes.append(login(vs, ip=ip))
+        connection.close()
+
+    # Each from its own address, as separate hosts (one address may hold few checks at once).
+    threads = [TestThread(log_in, f"198.51.100.{n}") for n in range(1, SESSIONS + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.finish(30)
+
+    assert [outcome.reply for outcome in outcomes] == [auth.SUCCESS] * SESSIONS
+    assert hashed() == 1
 
 
 def test_it_keeps_no_password_and_its_key_is_the_process_own() -> None:
