@@ -142,7 +142,9 @@ def _fsync_directory(path: Path) -> None:
 
 def ensure_maildir(path: Path) -> None:
     created = False
-    for sub in ("tmp", "new", "cur"):
+    # new/ last: a reader that finds new/ (as a mail client or a test watching for mail does)
+    # finds the whole Maildir, never one without cur/.
+    for sub in ("tmp", "cur", "new"):
         directory = path / sub
         if not directory.is_dir():
             # 0700 down from the drop directory: mail is for its mailbox's reader alone.

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+import relay.local
 from relay.intake import Accepted, accept
 from relay.local import (
     deliver_due_local,
@@ -521,3 +522,21 @@ def test_the_stored_message_is_what_the_maildir_file_holds(world: World) -> None
 
     (delivered,) = (world.drop / "smtpadmin.test" / "alice" / "new").iterdir()
     assert delivered.read_bytes().endswith(CONTENT.replace(b"\r\n", b"\n"))
+
+
+def test_a_new_maildir_gets_its_new_folder_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader that sees new/ must find cur/ and tmp/ as well (it lists both).
+    created: list[str] = []
+    make = relay.local.private_directory
+
+    def recorded(path: Path) -> Any:
+        created.append(path.name)
+        return make(path)
+
+    monkeypatch.setattr(relay.local, "private_directory", recorded)
+    relay.local.ensure_maildir(tmp_path / "alice")
+
+    assert created[-1] == "new"
+    assert sorted(created) == ["cur", "new", "tmp"]
