@@ -42,7 +42,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from relay.local import deliver_due_local, deliver_local
-from relay.smtp.runtime import RelayRuntime
+from relay.smtp.runtime import BackgroundWork, RelayRuntime
 from relay.smtp.shared_counts import SharedCounts, create_table
 from relay.smtp.supervisor import LOCAL_SWEEP_SECONDS, heartbeat
 from servers.models import Server, VirtualServer
@@ -205,7 +205,7 @@ class ProcessSupervisor:
         self.slots = [Slot(number) for number in range(processes)]
         self.counts_fd = create_table(processes)
         self.counts = None if self.counts_fd is None else SharedCounts(self.counts_fd, processes, 0)
-        self.tasks: set[asyncio.Future[Any]] = set()
+        self.work = BackgroundWork("local delivery")
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.last_heartbeat = 0.0
@@ -219,15 +219,7 @@ class ProcessSupervisor:
         self.stopping.set()
 
     def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-        task = asyncio.ensure_future(work)
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Future[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("local delivery failed: %r", task.exception())
+        return self.work.start(work)
 
     # --- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -381,8 +373,7 @@ class ProcessSupervisor:
                 child.process.kill()
                 child.process.wait()
         await self.reap()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=self.grace)
+        await self.work.wait(self.grace)
         await self._guarded(self.runtime.run(report_stopped, self.server_id))
         self.runtime.shutdown()
         if self.counts_fd is not None:

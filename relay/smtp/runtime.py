@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -114,6 +114,31 @@ class GroupWriter:
         """Finish the batch in hand, then close the writer thread's connection."""
         self.executor.submit(connections.close_all)
         self.executor.shutdown(wait=True, cancel_futures=False)
+
+
+class BackgroundWork:
+    """Coroutines a relay process runs on its loop beside the sessions (local deliveries,
+    refusal events): kept until done so stopping can wait for them, and a failure logged."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what  # how a failure is logged: "<what> failed: ..."
+        self.tasks: set[asyncio.Future[Any]] = set()
+
+    def start(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %r", self.what, task.exception())
+
+    async def wait(self, timeout: float) -> None:
+        """Until every one has finished, at most ``timeout`` seconds."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from relay.smtp.config import ListenerConfig
 from relay.smtp.loader import RelayConfiguration, load
 from relay.smtp.protocol import RelaySMTP
 from relay.smtp.protocol_log import ProtocolLog
-from relay.smtp.runtime import RelayRuntime
+from relay.smtp.runtime import BackgroundWork, RelayRuntime
 from relay.smtp.shared_counts import SharedCounts
 from relay.smtp.tls import TlsContexts
 from servers.models import Server, VirtualServer
@@ -277,7 +277,7 @@ class Supervisor:
         self.listeners: dict[int, Listener] = {}
         self.configuration: RelayConfiguration | None = None
         self.reported: dict[int, tuple[str, str]] = {}
-        self.tasks: set[asyncio.Future[Any]] = set()
+        self.work = BackgroundWork("background work")
         self.session_counter = 0
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()  # set after the first pass (tests wait for it)
@@ -291,15 +291,7 @@ class Supervisor:
 
     def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
         """Run ``work`` on the loop; stopping waits for it (a grace period at most)."""
-        task = asyncio.ensure_future(work)
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Future[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background work failed: %r", task.exception())
+        return self.work.start(work)
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
         if self.intake is not None:
@@ -402,8 +394,7 @@ class Supervisor:
         for listener in self.listeners.values():
             listener.end_sessions(SHUTDOWN_REPLY, spare_data=False)
             await listener.close()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=self.grace)
+        await self.work.wait(self.grace)
         try:
             stopped = {
                 vs_id: (VirtualServer.State.STOPPED.value, "The relay worker stopped.")
