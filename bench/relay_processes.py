@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procstat
-from bench.services import PrivatePostgres, PrivateRedis, free_port, wait_listening
+from bench.services import PrivatePostgres, PrivateRedis, free_port, stop_process, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"
@@ -76,12 +76,7 @@ class Managed:
         """SIGTERM, then SIGKILL; afterwards any descendant still alive is killed by pid."""
         if self.process.poll() is None:
             descendants = procstat.tree(procstat.snapshot(), self.process.pid)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process, timeout)
             alive = procstat.snapshot()
             for pid in descendants:
                 if pid != self.process.pid and pid in alive:
