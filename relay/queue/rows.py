@@ -33,6 +33,27 @@ _AS_IS = frozenset(
 )
 
 
+# PostgreSQL's limit of parameters bound to one statement.
+_BOUND_PARAMETERS_LIMIT = 65535
+
+
+def _cursor() -> Any:
+    """A cursor of the default connection that, on PostgreSQL, binds the parameters on the
+    server: a message's content goes as binary bytes rather than as a hex literal twice its
+    size that both ends must write and parse. Queries are logged as by ``cursor()``."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        factory: Any = ServerBindingCursor  # psycopg's Cursor, as Django defines it
+        raw = factory(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
+
+
 class RowWriter:
     """Inserts rows of models through the default connection, in as few statements as the
     database's parameter limit allows (one on PostgreSQL). Date-times the same for every row
@@ -63,11 +84,11 @@ class RowWriter:
         )
         tail = f" RETURNING {quote(str(pk.column))}" if returning else ""
         row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        limit = connection.features.max_query_params
-        per_statement = max(1, limit // len(fields)) if limit else len(rows)
+        limit = connection.features.max_query_params or _BOUND_PARAMETERS_LIMIT
+        per_statement = max(1, limit // len(fields))
         names = [f.attname for f in fields]
         pks: list[int] = []
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
                 parameters: list[Any] = []

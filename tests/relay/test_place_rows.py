@@ -207,3 +207,17 @@ def test_a_placed_message_has_the_columns_the_orm_gave_it(world: World) -> None:
 
 def _envelope(world: World, recipients: list[str]) -> Envelope:
     return envelope(world.vs, recipients)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="binding on the server")
+def test_postgresql_gets_the_content_as_a_parameter_not_in_the_statement(world: World) -> None:
+    content = b"Subject: bound\r\n\r\n" + b"\x00\xff binary body\r\n" * 50
+    row = {"queue_id": "0BOUNDMESSAGE0", "content": content, "size": len(content)}
+
+    with CaptureQueriesContext(connection) as captured:
+        (pk,) = RowWriter().insert(Message, [row], returning=True)
+
+    (statement,) = [query["sql"] for query in captured.captured_queries]
+    assert "binary body" not in statement
+    assert content.hex() not in statement
+    assert bytes(Message.objects.get(pk=pk).content) == content
