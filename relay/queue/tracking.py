@@ -40,6 +40,38 @@ class TrackingSettings:
         )
 
 
+@dataclass(frozen=True)
+class MessageRef:
+    """What every event of a message repeats about it."""
+
+    queue_id: str
+    message_id: str
+    sender: str
+
+
+def event_row(
+    message: MessageRef,
+    kind: str,
+    *,
+    at: datetime,
+    server_name: str,
+    recipient: str = "",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An event about ``message`` as a row of column values (attribute names), carrying the
+    message's own facts as text, so the event stays readable after the message is gone."""
+    return {
+        "kind": kind,
+        "at": at,
+        "queue_id": message.queue_id,
+        "message_id": message.message_id,
+        "sender": message.sender.lower(),
+        "recipient": recipient.lower(),
+        "server_name": server_name,
+        **fields,
+    }
+
+
 def message_event(
     message: Message,
     kind: str,
@@ -49,17 +81,10 @@ def message_event(
     recipient: str = "",
     **fields: Any,
 ) -> TrackingEvent:
-    """An unsaved event about ``message`` carrying the message's own facts as text, so the
-    event stays readable after the message is gone (bulk-create a list of them)."""
+    """An unsaved event about ``message`` (bulk-create a list of them)."""
+    ref = MessageRef(message.queue_id, message.message_id, message.sender)
     return TrackingEvent(
-        kind=kind,
-        at=at,
-        queue_id=message.queue_id,
-        message_id=message.message_id,
-        sender=message.sender.lower(),
-        recipient=recipient.lower(),
-        server_name=server_name,
-        **fields,
+        **event_row(ref, kind, at=at, server_name=server_name, recipient=recipient, **fields)
     )
 
 

@@ -85,7 +85,8 @@ class RelaySMTP(SMTP):
     aiosmtpd internals still used, for want of a public hook (aiosmtpd is pinned):
     ``_smtp_methods`` (replaced by ``CommandTable``: the only place every command passes),
     ``_handle_client`` (admission before its greeting), ``_reader`` / ``_writer`` (DATA, AUTH
-    answers and a last reply written while closing), ``_reset_timeout`` / ``_timeout_cb``
+    answers, replies with a multi-line one in one write, a last reply written while closing),
+    ``_reset_timeout`` / ``_timeout_cb``
     (time-out while reading DATA; dropping a closed session that does not read) and
     ``_set_post_data_state`` (the envelope after DATA).
     """
@@ -141,6 +142,7 @@ class RelaySMTP(SMTP):
         self.command = ""
         self.command_started = 0.0
         self.bytes_in = 0
+        self.continued: list[bytes] = []  # lines of a multi-line reply not sent yet
         # Refusals are one tracking event per session, written at the first and brought up
         # to date when the session ends: refused junk cannot fill the database.
         self.refusals = RefusalTally()
@@ -314,21 +316,35 @@ class RelaySMTP(SMTP):
         if not text.isprintable():
             # aiosmtpd echoes some arguments; a CR, NUL or undecodable byte must not go back.
             text = "".join(c if c.isprintable() else "?" for c in text)
-        status = text
         code = text[:3]
-        if self.command and text[3:4] != "-":  # a multi-line reply is logged once
+        if text[3:4] == "-":
+            # A multi-line reply (EHLO's) goes out in one write with its last line, and is
+            # logged once.
+            self.continued.append(text.encode() + b"\r\n")
+            return
+        if self.command:
             argument = self.raw_argument
             if self.command == "AUTH":
                 argument = argument.split(" ", 1)[0]  # never the credentials
             self.log_line(self.command, argument, code)
             if not text.startswith("3"):
                 self.command = ""
-        await super().push(status)
+        await self.write_reply(text)
         if code.startswith("5"):
             self.hard_errors += 1
             if self.hard_errors >= HARD_ERROR_LIMIT and not self.closing:
-                await super().push("421 4.7.0 Too many errors, closing connection")
+                await self.write_reply("421 4.7.0 Too many errors, closing connection")
                 self.close()
+
+    async def write_reply(self, text: str) -> None:
+        """Send a reply (after the lines of a multi-line one held back) and wait while the
+        client does not read."""
+        data = text.encode() + b"\r\n"
+        if self.continued:
+            data = b"".join([*self.continued, data])
+            self.continued.clear()
+        self._writer.write(data)
+        await self._writer.drain()
 
     def log_line(self, method: str, argument: str, status: str) -> None:
         protocol_log = self.listener.protocol_log

@@ -531,7 +531,7 @@ def test_it_stores_nothing_when_it_fails_half_way(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(place, "message_event", broken)
+    monkeypatch.setattr(place, "event_row", broken)
 
     with pytest.raises(OSError, match="disk on fire"):
         accept(envelope(world.vs, ["alice@smtpadmin.test", "a@one.test"]))
