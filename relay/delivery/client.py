@@ -36,7 +36,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from relay.delivery.nexthop import Hop, HopPlan
@@ -117,6 +117,9 @@ class BatchResult:
     connection_level: bool = False  # that failure was at the connection level (not DNS)
     hop: str = ""  # "mx1.example.org [192.0.2.1]:25": the hop that took the batch
     hop_errors: tuple[str, ...] = ()  # why each skipped hop was skipped, in order
+    # The conversation ended early (421, lost connection) or AUTH was refused: the result of
+    # every message it did not get to.
+    ended: RecipientResult | None = None
 
 
 class _HopFailed(Exception):
@@ -195,6 +198,15 @@ def wire_content(content: bytes) -> bytes:
 
 def _everyone(message: OutboundMessage, result: RecipientResult) -> MessageResult:
     return MessageResult(message.key, {address: result for address in message.recipients})
+
+
+def _replies(
+    message: OutboundMessage, outcome: dict[str, RecipientResult], broken: RecipientResult | None
+) -> MessageResult:
+    return MessageResult(
+        message.key,
+        {address: outcome.get(address) or broken or _NO_REPLY for address in message.recipients},
+    )
 
 
 class _Session:
@@ -355,34 +367,27 @@ class _Session:
     # -- the mail ----------------------------------------------------------------------
 
     def deliver(
-        self, messages: Sequence[OutboundMessage], tick: Callable[[], None]
-    ) -> list[MessageResult]:
-        results: list[MessageResult] = []
-        broken: RecipientResult | None = None
-        for message in messages:
-            if broken is not None:
-                results.append(_everyone(message, broken))
-                continue
+        self,
+        take: Callable[[], OutboundMessage | None],
+        report: Callable[[MessageResult], None],
+        tick: Callable[[], None],
+    ) -> RecipientResult | None:
+        """Messages from ``take`` one after another until it has none, each one's replies to
+        ``report`` as soon as they are in. Returns the result that ended the conversation
+        early (a 421, a lost connection), None when it ended with QUIT."""
+        while (message := take()) is not None:
             tick()
             outcome: dict[str, RecipientResult] = {}
             try:
                 self.transaction(message, outcome)
             except _Broken as error:
-                broken = error.result
                 self.smtp.close()
-                log.info("Delivery through %s ended early: %s", self.hop, broken)
-            results.append(
-                MessageResult(
-                    message.key,
-                    {
-                        address: outcome.get(address) or broken or _NO_REPLY
-                        for address in message.recipients
-                    },
-                )
-            )
-        if broken is None:
-            self.quit()
-        return results
+                log.info("Delivery through %s ended early: %s", self.hop, error.result)
+                report(_replies(message, outcome, error.result))
+                return error.result
+            report(_replies(message, outcome, None))
+        self.quit()
+        return None
 
     def quit(self) -> None:
         """Say goodbye if the connection is still there; never fails."""
@@ -481,26 +486,70 @@ def send_batch(
     progress: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Deliver ``messages`` over one connection to the first usable hop of ``plan`` (see the
-    module docstring). Without hops, ``connection_error`` is the plan's error and
-    ``connection_level`` is false: a DNS problem is not the next hop's fault. ``progress`` is
-    called before each hop is tried and before each message (the engine renews its lease:
-    a slow next hop must not let the claim run out while the batch is still going)."""
+    module docstring), a result for every message once a hop took the connection. Without
+    hops, ``connection_error`` is the plan's error and ``connection_level`` is false: a DNS
+    problem is not the next hop's fault. ``progress`` is called before each hop is tried and
+    before each message (the engine renews its lease: a slow next hop must not let the claim
+    run out while the batch is still going)."""
+    waiting = list(reversed(messages))
+    result = send_stream(plan, lambda: waiting.pop() if waiting else None, options, progress)
+    if result.ended is None:
+        return result
+    answered = {found.key for found in result.results}
+    rest = [_everyone(m, result.ended) for m in messages if m.key not in answered]
+    return replace(result, results=(*result.results, *rest))
+
+
+def send_stream(
+    plan: HopPlan,
+    take: Callable[[], OutboundMessage | None],
+    options: OutboundOptions,
+    progress: Callable[[], None] | None = None,
+    report: Callable[[MessageResult], None] | None = None,
+) -> BatchResult:
+    """Like ``send_batch``, for messages that ``take`` hands out one at a time until it has no
+    more (the engine claims more mail while the connection is open), each message's replies
+    going to ``report`` as soon as they are in (the engine records them at once, so a worker
+    that dies mid-connection sends again only the message it was sending). A message is taken
+    only when the connection is ready for it; the one a skipped hop was given goes to the next
+    hop. ``results`` holds what was reported; when the conversation ended early (or AUTH was
+    refused), ``ended`` is the result of every message not taken."""
     tick = progress or (lambda: None)
-    if not messages:
+    tell = report or (lambda found: None)
+    first = take()
+    if first is None:
         return BatchResult(())
     if not plan.hops:
         return BatchResult((), connection_error=plan.error or "4.4.0 No next hop")
+    held: list[OutboundMessage] = [first]  # taken, not yet answered
+    results: list[MessageResult] = []
+
+    def next_message() -> OutboundMessage | None:
+        if held:
+            return held[0]
+        found = take()
+        if found is not None:
+            held.append(found)
+        return found
+
+    def answered(found: MessageResult) -> None:
+        held.clear()
+        results.append(found)
+        tell(found)
+
     skipped: list[str] = []
     for hop in plan.hops:
         tick()
         session = _Session(hop, options)
+        ended: RecipientResult | None = None
         try:
-            refused = session.open()
-            if refused is not None:
+            ended = session.open()
+            if ended is not None:
                 session.quit()
-                results = [_everyone(message, refused) for message in messages]
+                for message in list(held):
+                    answered(_everyone(message, ended))
             else:
-                results = session.deliver(messages, tick)
+                ended = session.deliver(next_message, answered, tick)
         except _HopFailed as failure:
             log.info("Skipping %s: %s", hop, failure.reason)
             skipped.append(failure.reason)
@@ -508,7 +557,7 @@ def send_batch(
             continue
         finally:
             session.close()
-        return BatchResult(tuple(results), hop=hop.label, hop_errors=tuple(skipped))
+        return BatchResult(tuple(results), hop=hop.label, hop_errors=tuple(skipped), ended=ended)
     return BatchResult(
         (), connection_error=skipped[-1], connection_level=True, hop_errors=tuple(skipped)
     )
