@@ -505,17 +505,18 @@ def send_stream(
     take: Callable[[], OutboundMessage | None],
     options: OutboundOptions,
     progress: Callable[[], None] | None = None,
-    report: Callable[[MessageResult], None] | None = None,
+    report: Callable[[MessageResult, str], None] | None = None,
 ) -> BatchResult:
     """Like ``send_batch``, for messages that ``take`` hands out one at a time until it has no
     more (the engine claims more mail while the connection is open), each message's replies
-    going to ``report`` as soon as they are in (the engine records them at once, so a worker
-    that dies mid-connection sends again only the message it was sending). A message is taken
+    going to ``report`` (with the hop's label) as soon as they are in (the engine records
+    them at once, so a worker that dies mid-connection sends again only the message it was
+    sending). A message is taken
     only when the connection is ready for it; the one a skipped hop was given goes to the next
     hop. ``results`` holds what was reported; when the conversation ended early (or AUTH was
     refused), ``ended`` is the result of every message not taken."""
     tick = progress or (lambda: None)
-    tell = report or (lambda found: None)
+    tell = report or (lambda found, hop: None)
     first = take()
     if first is None:
         return BatchResult(())
@@ -523,6 +524,7 @@ def send_stream(
         return BatchResult((), connection_error=plan.error or "4.4.0 No next hop")
     held: list[OutboundMessage] = [first]  # taken, not yet answered
     results: list[MessageResult] = []
+    label = ""  # the hop being tried
 
     def next_message() -> OutboundMessage | None:
         if held:
@@ -535,11 +537,12 @@ def send_stream(
     def answered(found: MessageResult) -> None:
         held.clear()
         results.append(found)
-        tell(found)
+        tell(found, label)
 
     skipped: list[str] = []
     for hop in plan.hops:
         tick()
+        label = hop.label
         session = _Session(hop, options)
         ended: RecipientResult | None = None
         try:

@@ -34,8 +34,10 @@ from django.utils import timezone
 
 from connectors.models import Connector
 from relay.delivery.claims import (
+    CHUNK,
     claim,
-    claim_batch,
+    claim_more,
+    claim_opening,
     has_due_work,
     lease_owner,
     lease_seconds,
@@ -44,13 +46,14 @@ from relay.delivery.claims import (
     sendable,
 )
 from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
-from relay.delivery.results import Tally, record
+from relay.delivery.results import Handoff, Tally, Verdict, record
 from relay.delivery.sweeper import expire, sweep
 from relay.delivery.transports import Batch, Reach, Sent, SmtpTransport, Transport
-from relay.queue import dispatch, leases
+from relay.queue import dispatch, leases, outcomes
 from relay.queue.models import UNREACHABLE_KEY, LinkQueue, QueueEntry, Recipient, retry_delay
 from relay.queue.outcomes import retry_minutes
 from relay.queue.rules import load_rules
+from relay.queue.tracking import TrackingSettings
 
 __all__ = [
     "CONNECTOR_DOWN_FOR",
@@ -89,8 +92,11 @@ FAILOVER_AT_ONCE = 1000
 
 def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) -> str:
     """One connection's worth of due mail of one link queue; see the module docstring.
-    ``worker`` names the caller in leases ("host/pid")."""
-    now = now or timezone.now()
+    ``worker`` names the caller in leases ("host/pid"). ``now`` holds the clock (tests);
+    without it every claim and record reads the time, so mail queued while the connection
+    is open goes out on it."""
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else timezone.now
+    at = clock()
     queue = LinkQueue.objects.select_related("connector").filter(pk=queue_pk).first()
     if queue is None or queue.kind == LinkQueue.Kind.LOCAL:
         return NOTHING  # local delivery is the relay worker's
@@ -100,27 +106,65 @@ def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) ->
         return DISABLED
     owner = lease_owner(worker)
     if queue.kind == LinkQueue.Kind.SYSTEM:
-        return _route_again(queue, owner, now) if queue.key == UNREACHABLE_KEY else NOTHING
+        return _route_again(queue, owner, at) if queue.key == UNREACHABLE_KEY else NOTHING
     connector = queue.connector
     if connector is not None and connector.queue_for_remote_delivery:
         return REMOTE
-    sizes = sendable(queue, now)
+    sizes = sendable(queue, at)
     if sizes is None:
         return SCHEDULED
-    entries = claim_batch(queue, owner, now, sizes)
-    if entries is None:
+    opening = claim_opening(queue, owner, at, sizes)
+    if opening is None:
         return BUSY
+    if not opening.entries:
+        return SCHEDULED if sizes and has_due_work(queue.pk, at) else NOTHING
+    if opening.full:
+        # A long queue: another connection may take its share in parallel (up to the
+        # connection limits, which that task's claim checks; that task may ask for another).
+        dispatch.wake([queue.pk], at_once=True)
+    kept = _usable(queue, connector, opening.entries, owner, at)
+    entries, expired = kept
     if not entries:
-        return SCHEDULED if sizes and has_due_work(queue.pk, now) else NOTHING
+        return REROUTED if not expired else HARD_FAIL
+    carried = len(opening.entries)
+
+    def more() -> list[QueueEntry]:
+        """The next chunk for the open connection, up to its "messages per connection"."""
+        nonlocal carried
+        while carried < opening.limit:
+            moment = clock()
+            found = claim_more(
+                queue, owner, moment, sizes, opening.vs_id, min(CHUNK, opening.limit - carried)
+            )
+            if not found:
+                return []
+            carried += len(found)
+            usable, _ = _usable(queue, connector, found, owner, moment)
+            if usable:
+                return usable
+        return []
+
+    return _send(queue, connector, entries, owner, clock, more)
+
+
+def _usable(
+    queue: LinkQueue,
+    connector: Connector | None,
+    entries: list[QueueEntry],
+    owner: str,
+    now: datetime,
+) -> tuple[list[QueueEntry], bool]:
+    """The claimed entries to send from here: expired ones expire, and a connector queue's
+    entries that must go elsewhere are routed again. Also whether any expired."""
     expired = [e for e in entries if e.expires_at <= now]
     if expired:
         expire(expired, owner, now)
         entries = [e for e in entries if e.expires_at > now]
-    if queue.kind == LinkQueue.Kind.CONNECTOR:
-        entries = _failover(queue, connector, entries, owner, now)
-    if not entries:
-        return REROUTED if not expired else HARD_FAIL
-    return _send(queue, connector, entries, owner, now)
+    if entries and queue.kind == LinkQueue.Kind.CONNECTOR:
+        entries = _failover(
+            queue, queue.connector if connector is None else connector, entries, owner, now
+        )
+    return entries, bool(expired)
 
 
 def _failover(
@@ -158,16 +202,19 @@ def _send(
     connector: Connector | None,
     entries: list[QueueEntry],
     owner: str,
-    now: datetime,
+    clock: Callable[[], datetime],
+    more: Callable[[], list[QueueEntry]],
 ) -> str:
     transport = SmtpTransport(queue, connector, entries[0].virtual_server, load_rules())
-    done = deliver_claimed(transport, queue, entries, owner, now, seconds=lease_seconds())
+    done = deliver_claimed(
+        transport, queue, entries, owner, clock(), seconds=lease_seconds(), more=more, clock=clock
+    )
     if (
         done.sent.reach is not Reach.NOT_TRIED
         and connector is not None
         and (MARK_DNS_CONNECTORS_DOWN or _forwards_to_smart_hosts(queue))
     ):
-        _link_state(queue, connector, done.sent, owner, now)
+        _link_state(queue, connector, done.sent, owner, clock())
     if done.tally.deferred:
         return SOFT_FAIL
     return HARD_FAIL if done.tally.failed else SENT
@@ -192,18 +239,22 @@ def open_recipients(entries: Sequence[QueueEntry]) -> dict[int, tuple[Recipient,
     return {pk: tuple(recipients) for pk, recipients in found.items()}
 
 
-def renewer(pks: Sequence[int], owner: str, seconds: float) -> Callable[[], None]:
-    """What a transport calls between slow steps: extends the claim on ``pks`` (those
-    ``owner`` still holds: a lease that ran out is not taken back), at most four times per
-    lease length, so a transport may call it after every message."""
+def renewer(
+    pks: Sequence[int] | Callable[[], Sequence[int]], owner: str, seconds: float
+) -> Callable[[], None]:
+    """What a transport calls between slow steps: extends the claim on ``pks`` (or on what
+    that function says is held now; those ``owner`` still holds: a lease that ran out is not
+    taken back), at most four times per lease length, so a transport may call it after every
+    message."""
     last = time.monotonic()
+    held = pks if callable(pks) else lambda: pks
 
     def renew() -> None:
         nonlocal last
         if time.monotonic() - last < seconds / 4:
             return
         last = time.monotonic()
-        leases.renew(pks, owner, seconds=seconds)
+        leases.renew(held(), owner, seconds=seconds)
 
     return renew
 
@@ -216,15 +267,57 @@ def deliver_claimed(
     now: datetime,
     *,
     seconds: float,
+    more: Callable[[], list[QueueEntry]] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Delivered:
     """One attempt at entries ``owner`` claimed (for ``seconds``, renewed while it lasts),
-    whatever the transport: their open recipients go to ``transport``, and what it found is
-    recorded (with failure DSNs) while the claim still holds."""
-    recipients = open_recipients(entries)
-    first = leases.begin_attempt(entries, owner, now)
-    renew = renewer([e.pk for e in entries], owner, seconds)
-    sent = transport.send(Batch(tuple(entries), recipients, first, renew))
-    tally = record(queue, entries, sent.verdicts, owner=owner, handoff=sent.handoff, now=now)
+    whatever the transport: their open recipients go to ``transport``, with more claimed
+    entries from ``more`` when the transport asks for them. An entry the transport reports
+    is recorded at once, in its own transaction (with its failure DSN), while the transport
+    goes on; what it returns at the end is recorded then, while the claim still holds. The
+    times recorded are ``clock``'s (``now`` without one)."""
+    read = clock or (lambda: now)
+    tracking = TrackingSettings.load()
+    handed: dict[int, QueueEntry] = {}  # claimed, handed to the transport, not recorded
+    tally = Tally()
+
+    def part(found: Sequence[QueueEntry]) -> Batch:
+        handed.update((e.pk, e) for e in found)
+        recipients = open_recipients(found)
+        first = leases.begin_attempt(found, owner, read())
+        return Batch(tuple(found), recipients, first, renew, report, next_part)
+
+    def next_part() -> Batch | None:
+        found = more() if more is not None else []
+        return part(found) if found else None
+
+    def report(pk: int, verdicts: Sequence[Verdict], handoff: Handoff) -> None:
+        entry = handed.pop(pk)
+        tally.add(
+            record(
+                queue,
+                [entry],
+                {pk: verdicts},
+                owner=owner,
+                handoff=handoff,
+                now=read(),
+                tracking=tracking,
+                touch_queue=False,
+            )
+        )
+
+    renew = renewer(lambda: list(handed), owner, seconds)
+    sent = transport.send(part(entries))
+    rest = list(handed.values())
+    if not rest:
+        outcomes.touch(queue, sent.handoff, read())
+        return Delivered(sent, tally)
+    verdicts = {e.pk: sent.verdicts.get(e.pk, ()) for e in rest}
+    tally.add(
+        record(
+            queue, rest, verdicts, owner=owner, handoff=sent.handoff, now=read(), tracking=tracking
+        )
+    )
     return Delivered(sent, tally)
 
 
