@@ -8,15 +8,21 @@ the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the
 1. Nothing leaves a frozen queue, nothing leaves while the organization's outbound mail is
    disabled, nothing leaves a connector's queue outside its schedule (oversize messages by
    the oversize schedule) or while it waits for the remote side (ETRN).
-2. Up to "messages per connection" due entries are claimed with a lease
-   (``SMTPADMIN_DELIVERY_LEASE_SECONDS``); entries past their expiration time expire instead.
+2. The oldest due entries are claimed with a lease (``SMTPADMIN_DELIVERY_LEASE_SECONDS``),
+   ``CHUNK`` at a time: the first claim decides the virtual server whose settings and
+   connection limits the connection follows (over its limits: ``BUSY``, nothing sent), the
+   next claims come while the connection is open, up to its "messages per connection".
+   Entries past their expiration time expire instead. A first claim that found a full chunk
+   asks for another task, so a long queue gets connections in parallel.
 3. A connector queue whose connector is down (or disabled, deleted, now forwards elsewhere,
    or whose content limits no longer take the message) routes its recipients again: failover
    to the next-cost connector of the same address space, or they stay when there is none.
 4. The hop plan (smart hosts in order, else MX through the virtual server's DNS servers)
    and the outbound options (the connector's security, else the virtual server's) go to
-   ``send_batch``; every recipient is delivered (2xx), deferred to the next retry time of
-   the virtual server's intervals, or failed with a DSN (``relay.queue.rules``).
+   ``send_stream``; every recipient is delivered (2xx), deferred to the next retry time of
+   the virtual server's intervals, or failed with a DSN (``relay.queue.rules``), recorded
+   in a transaction of its own as soon as its message's replies are in: a worker that dies
+   mid-connection leaves only the message in flight to be sent again.
 5. When no hop could be reached at all, a smart-host connector is marked down for
    ``CONNECTOR_DOWN_FOR`` and the mail waiting in that queue is routed again (failover);
    new routing decisions return to the connector once that time has passed, or as soon as
