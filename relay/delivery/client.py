@@ -271,6 +271,9 @@ class _Session:
         hop, options = self.hop, self.options
         try:
             self.smtp.sock = socket.create_connection((hop.address, hop.port), options.timeout)
+            # Every write is a whole command or block, and a reply is awaited after it:
+            # nothing to gain from Nagle's algorithm, only its wait for delayed ACKs.
+            self.smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError:
             raise _HopFailed(f"4.4.1 Connection to {hop} timed out") from None
         except ConnectionRefusedError:
@@ -462,11 +465,15 @@ class _Session:
         return None
 
     def _send_content(self, content: bytes) -> None:
+        """The message and the final dot, the dot in the last block's write: a dot written
+        on its own would wait for the acknowledgement of the block before it (Nagle's
+        algorithm against the next hop's delayed ACK: 40 ms per message on Linux)."""
         assert self.smtp.sock is not None
         try:
-            for start in range(0, len(content), BLOCK_SIZE):
+            starts = range(0, len(content), BLOCK_SIZE)
+            for start in starts[:-1]:
                 self.smtp.sock.sendall(content[start : start + BLOCK_SIZE])
-            self.smtp.sock.sendall(b".\r\n")
+            self.smtp.sock.sendall(content[starts[-1] if starts else 0 :] + b".\r\n")
         except OSError as error:
             self._lost(error, "sending the message")
 

@@ -14,7 +14,8 @@ from tests.sinks import SinkFactory
 pytestmark = pytest.mark.django_db
 
 # Statements per delivered message (single recipient, tracking on), amortized over one
-# connection of "messages per connection" messages.
+# connection of "messages per connection" messages: on PostgreSQL one statement records a
+# delivered message (1.65 in all, measured), elsewhere three in a transaction (3.6).
 PER_MESSAGE = 4.0
 
 
