@@ -225,7 +225,15 @@ def _send(
 ) -> str:
     transport = SmtpTransport(queue, connector, entries[0].virtual_server, load_rules())
     done = deliver_claimed(
-        transport, queue, entries, owner, clock(), seconds=lease_seconds(), more=more, clock=clock
+        transport,
+        queue,
+        entries,
+        owner,
+        clock(),
+        seconds=lease_seconds(),
+        more=more,
+        clock=clock,
+        mark_attempts=False,
     )
     if (
         done.sent.reach is not Reach.NOT_TRIED
@@ -287,13 +295,17 @@ def deliver_claimed(
     seconds: float,
     more: Callable[[], list[QueueEntry]] | None = None,
     clock: Callable[[], datetime] | None = None,
+    mark_attempts: bool = True,
 ) -> Delivered:
     """One attempt at entries ``owner`` claimed (for ``seconds``, renewed while it lasts),
     whatever the transport: their open recipients go to ``transport``, with more claimed
     entries from ``more`` when the transport asks for them. An entry the transport reports
     is recorded at once, in its own transaction (with its failure DSN), while the transport
     goes on; what it returns at the end is recorded then, while the claim still holds. The
-    times recorded are ``clock``'s (``now`` without one)."""
+    times recorded are ``clock``'s (``now`` without one). ``mark_attempts``: an attempt's
+    beginning is written before the transport starts (``leases.begin_attempt``), for a
+    transport that looks for what a dead attempt left behind; SMTP cannot look (the next
+    hop has what it has), and the outcome writes the attempt's time anyway."""
     read = clock or (lambda: now)
     tracking = TrackingSettings.load()
     handed: dict[int, QueueEntry] = {}  # claimed, handed to the transport, not recorded
@@ -302,7 +314,10 @@ def deliver_claimed(
     def part(found: Sequence[QueueEntry]) -> Batch:
         handed.update((e.pk, e) for e in found)
         recipients = open_recipients(found)
-        first = leases.begin_attempt(found, owner, read())
+        if mark_attempts:
+            first = leases.begin_attempt(found, owner, read())
+        else:
+            first = frozenset(e.pk for e in found if e.last_attempt_at is None)
         return Batch(tuple(found), recipients, first, renew, report, next_part)
 
     def next_part() -> Batch | None:
