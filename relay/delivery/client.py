@@ -1,5 +1,7 @@
 """The SMTP client of outbound delivery: one connection to the first usable hop of a plan,
-carrying a batch of messages, and a reply for every recipient.
+carrying a batch of messages (``send_batch``) or messages handed out one at a time while it
+is open (``send_stream``, each message's replies reported as they arrive), and a reply for
+every recipient.
 
 Synchronous (``smtplib``), because the Celery worker that calls it is. What happens:
 
