@@ -38,11 +38,13 @@ def worker_id() -> str:
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver(queue_pk: int) -> str:
-    """One connection's worth of due mail of one link queue. When more is due afterwards (a
-    queue longer than "messages per connection"), the next connection is another task, so
-    other queues get their turn in between and several workers can share a long queue.
-    The queue's wake-up is cleared before the claim: mail committed from then on asks for a
-    task of its own, and mail committed before it is this task's."""
+    """One connection's worth of due mail of one link queue: the connection keeps taking the
+    queue's due mail, mail queued meanwhile included, up to "messages per connection". When
+    more is due afterwards, the next connection is another task, so other queues get their
+    turn in between; a long queue also asks for a second task at once, so several
+    connections share it (up to the connection limits). The queue's wake-up is cleared
+    before the claim: mail committed from then on asks for a task of its own, and mail
+    committed before it is this task's."""
     dispatch.started(queue_pk)
     result = engine.deliver_queue(queue_pk, worker_id())
     if result in _WORKED and engine.has_due_work(queue_pk):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from kombu import Exchange, Queue
 
 from smtpadmin.env import EnvironmentError_, env_bool, env_int, env_list, env_networks, env_str
 from smtpadmin.private import private_directory
@@ -282,6 +283,15 @@ CELERY_BEAT_SCHEDULE = {
     "relay-sweep": {"task": "relay.tasks.sweep", "schedule": 5.0, "options": {"expires": 10}}
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat's sweep has a queue of its own, so it never waits behind a backlog of deliveries (a
+# free worker process takes it next). A worker started without -Q consumes every queue
+# declared here; `celery -A smtpadmin worker -Q sweep` would give it a process of its own.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (
+    Queue("celery", Exchange("celery"), routing_key="celery"),
+    Queue("sweep", Exchange("sweep"), routing_key="sweep"),
+)
+CELERY_TASK_ROUTES = {"relay.tasks.sweep": {"queue": "sweep"}}
 
 LOGGING = {
     "version": 1,

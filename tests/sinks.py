@@ -110,6 +110,7 @@ class Sink:
     commands: list[str] = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
+    most_open: int = 0  # the most connections open at the same time
     drops: int = 0  # connections closed by a drop_at trap
     # What the test's own behaviour callbacks raised (aiosmtpd would only answer 500 for it);
     # the ``sink`` fixture fails the test when there is any.
@@ -345,6 +346,7 @@ class SinkSMTP(SMTP):
         with sink._lock:
             sink.connections += 1
             sink.open_connections += 1
+            sink.most_open = max(sink.most_open, sink.open_connections)
         try:
             if await self.trap("GREETING"):
                 return

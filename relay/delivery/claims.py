@@ -7,6 +7,7 @@ messages per connection. The leases themselves are the queue's one protocol
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Q
@@ -23,11 +24,14 @@ from servers.models import VirtualServer
 from smtpadmin.models import Organization
 
 __all__ = [
+    "CHUNK",
     "ENTRY_LOAD",
     "HOUSEKEEPING",
-    "MAX_BATCH",
+    "MAX_PER_CONNECTION",
+    "Opening",
     "claim",
-    "claim_batch",
+    "claim_more",
+    "claim_opening",
     "has_due_work",
     "lease_owner",
     "lease_seconds",
@@ -38,9 +42,12 @@ __all__ = [
     "within_connection_limits",
 ]
 
-# At most this many messages in one connection when the virtual server sets no limit: a
-# batch must finish well within its lease.
-MAX_BATCH = 100
+# At most this many messages in one connection when the virtual server sets no limit (then
+# the next connection is another task: other queues get their turn in between).
+MAX_PER_CONNECTION = 1000
+# Entries claimed at a time for an open connection: each message's outcome is recorded as
+# its reply arrives, and the next chunk is claimed before the last of these goes out.
+CHUNK = 20
 # Local delivery and the system queues open no connections: their leases do not count.
 _NOT_CONNECTIONS = (LinkQueue.Kind.LOCAL, LinkQueue.Kind.SYSTEM)
 
@@ -78,14 +85,21 @@ def live_leases(now: datetime) -> Q:
     return Q(lease_until__gt=now) & ~Q(lease_owner="") & ~Q(lease_owner__startswith=HOUSEKEEPING)
 
 
-def within_connection_limits(queue: LinkQueue, vs: VirtualServer | None, now: datetime) -> bool:
-    """The virtual server's outbound connection limits (total, and per destination domain),
-    counted as the live claims of delivering workers: one claim is one connection. Two
-    workers checking at the same moment may both pass: the limit is a ceiling kept within a
-    connection or two, not a lock (Exchange's is no stricter)."""
+def within_connection_limits(
+    queue: LinkQueue, vs: VirtualServer | None, now: datetime, owner: str = ""
+) -> bool:
+    """Whether one more connection (``owner``'s, whose own claim is not counted) keeps the
+    virtual server's outbound connection limits (total, and per destination domain), counted
+    across every worker as the live claims of delivering workers: one claim is one
+    connection. Two workers checking at the same moment may both pass: the limit is a
+    ceiling kept within a connection or two, not a lock (Exchange's is no stricter)."""
     if vs is None:
         return True
-    live = QueueEntry.objects.filter(live_leases(now)).exclude(queue__kind__in=_NOT_CONNECTIONS)
+    live = (
+        QueueEntry.objects.filter(live_leases(now))
+        .exclude(queue__kind__in=_NOT_CONNECTIONS)
+        .exclude(lease_owner=owner)
+    )
     total = vs.outbound_connection_limit
     if total is not None:
         count = live.filter(virtual_server=vs).values("lease_owner").distinct().count()
@@ -106,21 +120,50 @@ def claim(pks: list[int], owner: str, now: datetime, *, due: bool = True) -> lis
     return leases.claim(pks, owner, now, seconds=lease_seconds(), due=due, load=ENTRY_LOAD)
 
 
-def claim_batch(queue: LinkQueue, owner: str, now: datetime, sizes: Q) -> list[QueueEntry] | None:
-    """One connection's worth of due entries of ``queue``: the oldest first, all of one
-    virtual server (whose settings the connection follows), at most its "messages per
-    connection". [] when nothing is due; None when its connection limits are reached."""
-    due = QueueEntry.objects.due(now).filter(queue=queue).filter(sizes)
-    first = due.order_by("next_attempt_at", "pk").values_list("virtual_server_id").first()
-    if first is None:
-        return []
-    (vs_id,) = first
-    vs = VirtualServer.objects.filter(pk=vs_id).first() if vs_id is not None else None
-    if not within_connection_limits(queue, vs, now):
-        return None
-    limit = MAX_BATCH
+@dataclass(frozen=True)
+class Opening:
+    """The first claim of a connection: its entries (oldest first, all of one virtual server,
+    whose settings the connection follows) and how many messages it may carry in all."""
+
+    entries: list[QueueEntry]
+    vs_id: int | None
+    limit: int
+    full: bool = False  # the claim took all it asked for: more may be due
+
+
+def claim_opening(
+    queue: LinkQueue, owner: str, now: datetime, sizes: Q, *, chunk: int = CHUNK
+) -> Opening | None:
+    """The first ``chunk`` due entries of ``queue`` for a new connection (one indexed, bounded
+    claim), cut to the oldest one's virtual server and its "messages per connection". None
+    when that virtual server's connection limits are reached (the claim is given back);
+    empty entries when nothing is due."""
+    entries = leases.claim_due(
+        queue.pk, owner, now, seconds=lease_seconds(), limit=chunk, where=sizes, load=ENTRY_LOAD
+    )
+    if not entries:
+        return Opening([], None, 0)
+    full = len(entries) == chunk
+    vs = entries[0].virtual_server
+    vs_id = entries[0].virtual_server_id
+    limit = MAX_PER_CONNECTION
     if vs is not None and vs.messages_per_connection:
         limit = min(limit, vs.messages_per_connection)
+    kept = [e for e in entries if e.virtual_server_id == vs_id][:limit]
+    if not within_connection_limits(queue, vs, now, owner):
+        kept = []
+    if len(kept) < len(entries):
+        ours = {e.pk for e in kept}
+        release([e for e in entries if e.pk not in ours], owner)
+    return Opening(kept, vs_id, limit, full) if kept else None
+
+
+def claim_more(
+    queue: LinkQueue, owner: str, now: datetime, sizes: Q, vs_id: int | None, limit: int
+) -> list[QueueEntry]:
+    """Up to ``limit`` more due entries for an open connection of ``owner`` (its virtual
+    server's only): the same claim, under the same owner, so the connection still counts as
+    one."""
     one_vs = Q(virtual_server_id=vs_id) if vs_id else Q(virtual_server=None)
     return leases.claim_due(
         queue.pk,

@@ -1,5 +1,7 @@
 """The SMTP client of outbound delivery: one connection to the first usable hop of a plan,
-carrying a batch of messages, and a reply for every recipient.
+carrying a batch of messages (``send_batch``) or messages handed out one at a time while it
+is open (``send_stream``, each message's replies reported as they arrive), and a reply for
+every recipient.
 
 Synchronous (``smtplib``), because the Celery worker that calls it is. What happens:
 
@@ -36,7 +38,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from relay.delivery.nexthop import Hop, HopPlan
@@ -117,6 +119,9 @@ class BatchResult:
     connection_level: bool = False  # that failure was at the connection level (not DNS)
     hop: str = ""  # "mx1.example.org [192.0.2.1]:25": the hop that took the batch
     hop_errors: tuple[str, ...] = ()  # why each skipped hop was skipped, in order
+    # The conversation ended early (421, lost connection) or AUTH was refused: the result of
+    # every message it did not get to.
+    ended: RecipientResult | None = None
 
 
 class _HopFailed(Exception):
@@ -197,6 +202,15 @@ def _everyone(message: OutboundMessage, result: RecipientResult) -> MessageResul
     return MessageResult(message.key, {address: result for address in message.recipients})
 
 
+def _replies(
+    message: OutboundMessage, outcome: dict[str, RecipientResult], broken: RecipientResult | None
+) -> MessageResult:
+    return MessageResult(
+        message.key,
+        {address: outcome.get(address) or broken or _NO_REPLY for address in message.recipients},
+    )
+
+
 class _Session:
     """One connection to one hop, from the greeting to QUIT."""
 
@@ -259,6 +273,9 @@ class _Session:
         hop, options = self.hop, self.options
         try:
             self.smtp.sock = socket.create_connection((hop.address, hop.port), options.timeout)
+            # Every write is a whole command or block, and a reply is awaited after it:
+            # nothing to gain from Nagle's algorithm, only its wait for delayed ACKs.
+            self.smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError:
             raise _HopFailed(f"4.4.1 Connection to {hop} timed out") from None
         except ConnectionRefusedError:
@@ -355,34 +372,27 @@ class _Session:
     # -- the mail ----------------------------------------------------------------------
 
     def deliver(
-        self, messages: Sequence[OutboundMessage], tick: Callable[[], None]
-    ) -> list[MessageResult]:
-        results: list[MessageResult] = []
-        broken: RecipientResult | None = None
-        for message in messages:
-            if broken is not None:
-                results.append(_everyone(message, broken))
-                continue
+        self,
+        take: Callable[[], OutboundMessage | None],
+        report: Callable[[MessageResult], None],
+        tick: Callable[[], None],
+    ) -> RecipientResult | None:
+        """Messages from ``take`` one after another until it has none, each one's replies to
+        ``report`` as soon as they are in. Returns the result that ended the conversation
+        early (a 421, a lost connection), None when it ended with QUIT."""
+        while (message := take()) is not None:
             tick()
             outcome: dict[str, RecipientResult] = {}
             try:
                 self.transaction(message, outcome)
             except _Broken as error:
-                broken = error.result
                 self.smtp.close()
-                log.info("Delivery through %s ended early: %s", self.hop, broken)
-            results.append(
-                MessageResult(
-                    message.key,
-                    {
-                        address: outcome.get(address) or broken or _NO_REPLY
-                        for address in message.recipients
-                    },
-                )
-            )
-        if broken is None:
-            self.quit()
-        return results
+                log.info("Delivery through %s ended early: %s", self.hop, error.result)
+                report(_replies(message, outcome, error.result))
+                return error.result
+            report(_replies(message, outcome, None))
+        self.quit()
+        return None
 
     def quit(self) -> None:
         """Say goodbye if the connection is still there; never fails."""
@@ -457,11 +467,15 @@ class _Session:
         return None
 
     def _send_content(self, content: bytes) -> None:
+        """The message and the final dot, the dot in the last block's write: a dot written
+        on its own would wait for the acknowledgement of the block before it (Nagle's
+        algorithm against the next hop's delayed ACK: 40 ms per message on Linux)."""
         assert self.smtp.sock is not None
         try:
-            for start in range(0, len(content), BLOCK_SIZE):
+            starts = range(0, len(content), BLOCK_SIZE)
+            for start in starts[:-1]:
                 self.smtp.sock.sendall(content[start : start + BLOCK_SIZE])
-            self.smtp.sock.sendall(b".\r\n")
+            self.smtp.sock.sendall(content[starts[-1] if starts else 0 :] + b".\r\n")
         except OSError as error:
             self._lost(error, "sending the message")
 
@@ -481,26 +495,73 @@ def send_batch(
     progress: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Deliver ``messages`` over one connection to the first usable hop of ``plan`` (see the
-    module docstring). Without hops, ``connection_error`` is the plan's error and
-    ``connection_level`` is false: a DNS problem is not the next hop's fault. ``progress`` is
-    called before each hop is tried and before each message (the engine renews its lease:
-    a slow next hop must not let the claim run out while the batch is still going)."""
+    module docstring), a result for every message once a hop took the connection. Without
+    hops, ``connection_error`` is the plan's error and ``connection_level`` is false: a DNS
+    problem is not the next hop's fault. ``progress`` is called before each hop is tried and
+    before each message (the engine renews its lease: a slow next hop must not let the claim
+    run out while the batch is still going)."""
+    waiting = list(reversed(messages))
+    result = send_stream(plan, lambda: waiting.pop() if waiting else None, options, progress)
+    if result.ended is None:
+        return result
+    answered = {found.key for found in result.results}
+    rest = [_everyone(m, result.ended) for m in messages if m.key not in answered]
+    return replace(result, results=(*result.results, *rest))
+
+
+def send_stream(
+    plan: HopPlan,
+    take: Callable[[], OutboundMessage | None],
+    options: OutboundOptions,
+    progress: Callable[[], None] | None = None,
+    report: Callable[[MessageResult, str], None] | None = None,
+) -> BatchResult:
+    """Like ``send_batch``, for messages that ``take`` hands out one at a time until it has no
+    more (the engine claims more mail while the connection is open), each message's replies
+    going to ``report`` (with the hop's label) as soon as they are in (the engine records
+    them at once, so a worker that dies mid-connection sends again only the message it was
+    sending). A message is taken
+    only when the connection is ready for it; the one a skipped hop was given goes to the next
+    hop. ``results`` holds what was reported; when the conversation ended early (or AUTH was
+    refused), ``ended`` is the result of every message not taken."""
     tick = progress or (lambda: None)
-    if not messages:
+    tell = report or (lambda found, hop: None)
+    first = take()
+    if first is None:
         return BatchResult(())
     if not plan.hops:
         return BatchResult((), connection_error=plan.error or "4.4.0 No next hop")
+    held: list[OutboundMessage] = [first]  # taken, not yet answered
+    results: list[MessageResult] = []
+    label = ""  # the hop being tried
+
+    def next_message() -> OutboundMessage | None:
+        if held:
+            return held[0]
+        found = take()
+        if found is not None:
+            held.append(found)
+        return found
+
+    def answered(found: MessageResult) -> None:
+        held.clear()
+        results.append(found)
+        tell(found, label)
+
     skipped: list[str] = []
     for hop in plan.hops:
         tick()
+        label = hop.label
         session = _Session(hop, options)
+        ended: RecipientResult | None = None
         try:
-            refused = session.open()
-            if refused is not None:
+            ended = session.open()
+            if ended is not None:
                 session.quit()
-                results = [_everyone(message, refused) for message in messages]
+                for message in list(held):
+                    answered(_everyone(message, ended))
             else:
-                results = session.deliver(messages, tick)
+                ended = session.deliver(next_message, answered, tick)
         except _HopFailed as failure:
             log.info("Skipping %s: %s", hop, failure.reason)
             skipped.append(failure.reason)
@@ -508,7 +569,7 @@ def send_batch(
             continue
         finally:
             session.close()
-        return BatchResult(tuple(results), hop=hop.label, hop_errors=tuple(skipped))
+        return BatchResult(tuple(results), hop=hop.label, hop_errors=tuple(skipped), ended=ended)
     return BatchResult(
         (), connection_error=skipped[-1], connection_level=True, hop_errors=tuple(skipped)
     )

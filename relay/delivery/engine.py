@@ -8,15 +8,21 @@ the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the
 1. Nothing leaves a frozen queue, nothing leaves while the organization's outbound mail is
    disabled, nothing leaves a connector's queue outside its schedule (oversize messages by
    the oversize schedule) or while it waits for the remote side (ETRN).
-2. Up to "messages per connection" due entries are claimed with a lease
-   (``SMTPADMIN_DELIVERY_LEASE_SECONDS``); entries past their expiration time expire instead.
+2. The oldest due entries are claimed with a lease (``SMTPADMIN_DELIVERY_LEASE_SECONDS``),
+   ``CHUNK`` at a time: the first claim decides the virtual server whose settings and
+   connection limits the connection follows (over its limits: ``BUSY``, nothing sent), the
+   next claims come while the connection is open, up to its "messages per connection".
+   Entries past their expiration time expire instead. A first claim that found a full chunk
+   asks for another task, so a long queue gets connections in parallel.
 3. A connector queue whose connector is down (or disabled, deleted, now forwards elsewhere,
    or whose content limits no longer take the message) routes its recipients again: failover
    to the next-cost connector of the same address space, or they stay when there is none.
 4. The hop plan (smart hosts in order, else MX through the virtual server's DNS servers)
    and the outbound options (the connector's security, else the virtual server's) go to
-   ``send_batch``; every recipient is delivered (2xx), deferred to the next retry time of
-   the virtual server's intervals, or failed with a DSN (``relay.queue.rules``).
+   ``send_stream``; every recipient is delivered (2xx), deferred to the next retry time of
+   the virtual server's intervals, or failed with a DSN (``relay.queue.rules``), recorded
+   in a transaction of its own as soon as its message's replies are in: a worker that dies
+   mid-connection leaves only the message in flight to be sent again.
 5. When no hop could be reached at all, a smart-host connector is marked down for
    ``CONNECTOR_DOWN_FOR`` and the mail waiting in that queue is routed again (failover);
    new routing decisions return to the connector once that time has passed, or as soon as
@@ -30,12 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from connectors.models import Connector
 from relay.delivery.claims import (
+    CHUNK,
     claim,
-    claim_batch,
+    claim_more,
+    claim_opening,
     has_due_work,
     lease_owner,
     lease_seconds,
@@ -44,13 +53,14 @@ from relay.delivery.claims import (
     sendable,
 )
 from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
-from relay.delivery.results import Tally, record
+from relay.delivery.results import Handoff, Tally, Verdict, record
 from relay.delivery.sweeper import expire, sweep
 from relay.delivery.transports import Batch, Reach, Sent, SmtpTransport, Transport
-from relay.queue import dispatch, leases
+from relay.queue import dispatch, leases, outcomes
 from relay.queue.models import UNREACHABLE_KEY, LinkQueue, QueueEntry, Recipient, retry_delay
 from relay.queue.outcomes import retry_minutes
 from relay.queue.rules import load_rules
+from relay.queue.tracking import TrackingSettings
 
 __all__ = [
     "CONNECTOR_DOWN_FOR",
@@ -89,8 +99,12 @@ FAILOVER_AT_ONCE = 1000
 
 def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) -> str:
     """One connection's worth of due mail of one link queue; see the module docstring.
-    ``worker`` names the caller in leases ("host/pid")."""
-    now = now or timezone.now()
+    ``worker`` names the caller in leases ("host/pid"). ``now`` holds the clock (tests);
+    without it every claim and record reads the time, so mail queued while the connection
+    is open goes out on it."""
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else timezone.now
+    at = clock()
+    asynchronous_commits()
     queue = LinkQueue.objects.select_related("connector").filter(pk=queue_pk).first()
     if queue is None or queue.kind == LinkQueue.Kind.LOCAL:
         return NOTHING  # local delivery is the relay worker's
@@ -100,27 +114,75 @@ def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) ->
         return DISABLED
     owner = lease_owner(worker)
     if queue.kind == LinkQueue.Kind.SYSTEM:
-        return _route_again(queue, owner, now) if queue.key == UNREACHABLE_KEY else NOTHING
+        return _route_again(queue, owner, at) if queue.key == UNREACHABLE_KEY else NOTHING
     connector = queue.connector
     if connector is not None and connector.queue_for_remote_delivery:
         return REMOTE
-    sizes = sendable(queue, now)
+    sizes = sendable(queue, at)
     if sizes is None:
         return SCHEDULED
-    entries = claim_batch(queue, owner, now, sizes)
-    if entries is None:
+    opening = claim_opening(queue, owner, at, sizes)
+    if opening is None:
         return BUSY
+    if not opening.entries:
+        return SCHEDULED if sizes and has_due_work(queue.pk, at) else NOTHING
+    if opening.full:
+        # A long queue: another connection may take its share in parallel (up to the
+        # connection limits, which that task's claim checks; that task may ask for another).
+        dispatch.wake([queue.pk], at_once=True)
+    kept = _usable(queue, connector, opening.entries, owner, at)
+    entries, expired = kept
     if not entries:
-        return SCHEDULED if sizes and has_due_work(queue.pk, now) else NOTHING
+        return REROUTED if not expired else HARD_FAIL
+    carried = len(opening.entries)
+
+    def more() -> list[QueueEntry]:
+        """The next chunk for the open connection, up to its "messages per connection"."""
+        nonlocal carried
+        while carried < opening.limit:
+            moment = clock()
+            found = claim_more(
+                queue, owner, moment, sizes, opening.vs_id, min(CHUNK, opening.limit - carried)
+            )
+            if not found:
+                return []
+            carried += len(found)
+            usable, _ = _usable(queue, connector, found, owner, moment)
+            if usable:
+                return usable
+        return []
+
+    return _send(queue, connector, entries, owner, clock, more)
+
+
+def asynchronous_commits() -> None:
+    """This process's transactions on PostgreSQL commit without waiting for the WAL flush.
+    Each message's outcome is a transaction of its own, and waiting for a disk flush per
+    message would be most of delivery's time. What it risks is only a crash of the database
+    server itself (not of a worker) within a fraction of a second: the outcomes of that
+    moment roll back, whole (a failure with its DSN, a move with its rows), and the mail is
+    sent again: a duplicate, never a loss. Intake, which accepts mail, commits as before."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+
+
+def _usable(
+    queue: LinkQueue,
+    connector: Connector | None,
+    entries: list[QueueEntry],
+    owner: str,
+    now: datetime,
+) -> tuple[list[QueueEntry], bool]:
+    """The claimed entries to send from here: expired ones expire, and a connector queue's
+    entries that must go elsewhere are routed again. Also whether any expired."""
     expired = [e for e in entries if e.expires_at <= now]
     if expired:
         expire(expired, owner, now)
         entries = [e for e in entries if e.expires_at > now]
-    if queue.kind == LinkQueue.Kind.CONNECTOR:
+    if entries and queue.kind == LinkQueue.Kind.CONNECTOR:
         entries = _failover(queue, connector, entries, owner, now)
-    if not entries:
-        return REROUTED if not expired else HARD_FAIL
-    return _send(queue, connector, entries, owner, now)
+    return entries, bool(expired)
 
 
 def _failover(
@@ -158,16 +220,27 @@ def _send(
     connector: Connector | None,
     entries: list[QueueEntry],
     owner: str,
-    now: datetime,
+    clock: Callable[[], datetime],
+    more: Callable[[], list[QueueEntry]],
 ) -> str:
     transport = SmtpTransport(queue, connector, entries[0].virtual_server, load_rules())
-    done = deliver_claimed(transport, queue, entries, owner, now, seconds=lease_seconds())
+    done = deliver_claimed(
+        transport,
+        queue,
+        entries,
+        owner,
+        clock(),
+        seconds=lease_seconds(),
+        more=more,
+        clock=clock,
+        mark_attempts=False,
+    )
     if (
         done.sent.reach is not Reach.NOT_TRIED
         and connector is not None
         and (MARK_DNS_CONNECTORS_DOWN or _forwards_to_smart_hosts(queue))
     ):
-        _link_state(queue, connector, done.sent, owner, now)
+        _link_state(queue, connector, done.sent, owner, clock())
     if done.tally.deferred:
         return SOFT_FAIL
     return HARD_FAIL if done.tally.failed else SENT
@@ -192,18 +265,22 @@ def open_recipients(entries: Sequence[QueueEntry]) -> dict[int, tuple[Recipient,
     return {pk: tuple(recipients) for pk, recipients in found.items()}
 
 
-def renewer(pks: Sequence[int], owner: str, seconds: float) -> Callable[[], None]:
-    """What a transport calls between slow steps: extends the claim on ``pks`` (those
-    ``owner`` still holds: a lease that ran out is not taken back), at most four times per
-    lease length, so a transport may call it after every message."""
+def renewer(
+    pks: Sequence[int] | Callable[[], Sequence[int]], owner: str, seconds: float
+) -> Callable[[], None]:
+    """What a transport calls between slow steps: extends the claim on ``pks`` (or on what
+    that function says is held now; those ``owner`` still holds: a lease that ran out is not
+    taken back), at most four times per lease length, so a transport may call it after every
+    message."""
     last = time.monotonic()
+    held = pks if callable(pks) else lambda: pks
 
     def renew() -> None:
         nonlocal last
         if time.monotonic() - last < seconds / 4:
             return
         last = time.monotonic()
-        leases.renew(pks, owner, seconds=seconds)
+        leases.renew(held(), owner, seconds=seconds)
 
     return renew
 
@@ -216,15 +293,64 @@ def deliver_claimed(
     now: datetime,
     *,
     seconds: float,
+    more: Callable[[], list[QueueEntry]] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    mark_attempts: bool = True,
 ) -> Delivered:
     """One attempt at entries ``owner`` claimed (for ``seconds``, renewed while it lasts),
-    whatever the transport: their open recipients go to ``transport``, and what it found is
-    recorded (with failure DSNs) while the claim still holds."""
-    recipients = open_recipients(entries)
-    first = leases.begin_attempt(entries, owner, now)
-    renew = renewer([e.pk for e in entries], owner, seconds)
-    sent = transport.send(Batch(tuple(entries), recipients, first, renew))
-    tally = record(queue, entries, sent.verdicts, owner=owner, handoff=sent.handoff, now=now)
+    whatever the transport: their open recipients go to ``transport``, with more claimed
+    entries from ``more`` when the transport asks for them. An entry the transport reports
+    is recorded at once, in its own transaction (with its failure DSN), while the transport
+    goes on; what it returns at the end is recorded then, while the claim still holds. The
+    times recorded are ``clock``'s (``now`` without one). ``mark_attempts``: an attempt's
+    beginning is written before the transport starts (``leases.begin_attempt``), for a
+    transport that looks for what a dead attempt left behind; SMTP cannot look (the next
+    hop has what it has), and the outcome writes the attempt's time anyway."""
+    read = clock or (lambda: now)
+    tracking = TrackingSettings.load()
+    handed: dict[int, QueueEntry] = {}  # claimed, handed to the transport, not recorded
+    tally = Tally()
+
+    def part(found: Sequence[QueueEntry]) -> Batch:
+        handed.update((e.pk, e) for e in found)
+        recipients = open_recipients(found)
+        if mark_attempts:
+            first = leases.begin_attempt(found, owner, read())
+        else:
+            first = frozenset(e.pk for e in found if e.last_attempt_at is None)
+        return Batch(tuple(found), recipients, first, renew, report, next_part)
+
+    def next_part() -> Batch | None:
+        found = more() if more is not None else []
+        return part(found) if found else None
+
+    def report(pk: int, verdicts: Sequence[Verdict], handoff: Handoff) -> None:
+        entry = handed.pop(pk)
+        tally.add(
+            record(
+                queue,
+                [entry],
+                {pk: verdicts},
+                owner=owner,
+                handoff=handoff,
+                now=read(),
+                tracking=tracking,
+                touch_queue=False,
+            )
+        )
+
+    renew = renewer(lambda: list(handed), owner, seconds)
+    sent = transport.send(part(entries))
+    rest = list(handed.values())
+    if not rest:
+        outcomes.touch(queue, sent.handoff, read())
+        return Delivered(sent, tally)
+    verdicts = {e.pk: sent.verdicts.get(e.pk, ()) for e in rest}
+    tally.add(
+        record(
+            queue, rest, verdicts, owner=owner, handoff=sent.handoff, now=read(), tracking=tracking
+        )
+    )
     return Delivered(sent, tally)
 
 

@@ -21,11 +21,13 @@ from relay.queue import outcomes
 from relay.queue.models import LinkQueue, QueueEntry, Recipient
 from relay.queue.outcomes import DEFERRED, DELIVERED, FAILED, Handoff, Outcome, Tally, Verdict
 from relay.queue.rules import Rule, classify, enhanced_status
+from relay.queue.tracking import TrackingSettings
 
 __all__ = [
     "DEFERRED",
     "DELIVERED",
     "FAILED",
+    "Handoff",
     "Outcome",
     "Tally",
     "Verdict",
@@ -103,12 +105,37 @@ def record(
     owner: str,
     handoff: Handoff,
     now: datetime,
+    tracking: TrackingSettings | None = None,
+    touch_queue: bool = True,
 ) -> Tally:
-    """Write the verdicts (``relay.queue.outcomes.record``) and, in the same transaction, a
-    failure DSN for every message with failed recipients. A DSN that cannot be made now does
-    not undo the delivery: the sweeper tries it again."""
+    """Write the verdicts (``relay.queue.outcomes.record``, which says what ``tracking`` and
+    ``touch_queue`` are for) and, in the same transaction, a failure DSN for every message
+    with failed recipients. A DSN that cannot be made now does not undo the delivery: the
+    sweeper tries it again."""
+    if not any(v.outcome == FAILED for found in verdicts.values() for v in found):
+        # No DSN to go with it: the record's own transaction (or none, for the one statement
+        # a delivered message costs on PostgreSQL) is all it takes.
+        return outcomes.record(
+            queue,
+            entries,
+            verdicts,
+            owner=owner,
+            handoff=handoff,
+            now=now,
+            tracking=tracking,
+            touch_queue=touch_queue,
+        ).tally
     with transaction.atomic():
-        recorded = outcomes.record(queue, entries, verdicts, owner=owner, handoff=handoff, now=now)
+        recorded = outcomes.record(
+            queue,
+            entries,
+            verdicts,
+            owner=owner,
+            handoff=handoff,
+            now=now,
+            tracking=tracking,
+            touch_queue=touch_queue,
+        )
         for wanted in recorded.dsns:
             send_dsn(
                 wanted.message_pk,

@@ -113,27 +113,37 @@ def claim_due(
     """Take the lease on up to ``limit`` due entries of one link queue (the oldest first;
     ``where`` narrows them further, and may follow relations) for ``seconds``.
 
-    In one transaction: the candidates are read (on PostgreSQL ``FOR UPDATE SKIP LOCKED``: two
-    workers claiming from one queue at once take different rows instead of the second
-    waiting for the first and then finding most of its candidates gone), then taken by an
-    UPDATE that re-checks, on every database, that each is still due. Two statements, not
-    ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE)``: PostgreSQL may run such a
-    subquery again for every row, and it then skips the rows the UPDATE already changed and
-    takes more than ``limit``."""
+    In one transaction: the candidates are read with the relations in ``load`` (on
+    PostgreSQL ``FOR UPDATE SKIP LOCKED``: two workers claiming from one queue at once take
+    different rows instead of the second waiting for the first and then finding most of its
+    candidates gone), then taken by an UPDATE that re-checks, on every database, that each
+    is still due. Two statements, not ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR
+    UPDATE)``: PostgreSQL may run such a subquery again for every row, and it then skips the
+    rows the UPDATE already changed and takes more than ``limit``. When the UPDATE took them
+    all (always, on PostgreSQL: they are locked), the rows read are the claim; otherwise the
+    ones carrying ``owner`` are read again."""
     candidates = QueueEntry.objects.due(now).filter(queue_id=queue_id)
     if where is not None:
         candidates = candidates.filter(where)
-    candidates = candidates.order_by("next_attempt_at", "pk")
+    candidates = candidates.select_related(*load).order_by("next_attempt_at", "pk")
     if connection.features.has_select_for_update_skip_locked:
         candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+    until = _until(now, seconds)
     with transaction.atomic():
-        pks = list(candidates.values_list("pk", flat=True)[: max(limit, 0)])
-        if not pks:
+        found = list(candidates[: max(limit, 0)])
+        if not found:
             return []
-        QueueEntry.objects.due(now).filter(pk__in=pks).update(
-            lease_owner=owner, lease_until=_until(now, seconds)
+        pks = [entry.pk for entry in found]
+        taken = (
+            QueueEntry.objects.due(now)
+            .filter(pk__in=pks)
+            .update(lease_owner=owner, lease_until=until)
         )
-    return _won(pks, owner, load)
+    if taken != len(found):
+        return _won(pks, owner, load)
+    for entry in found:
+        entry.lease_owner, entry.lease_until = owner, until
+    return found
 
 
 def renew(pks: Iterable[int], owner: str, *, seconds: float, now: datetime | None = None) -> int:
