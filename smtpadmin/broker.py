@@ -1,0 +1,111 @@
+"""The embedded broker: kombu's filesystem transport with its races and leftovers fixed.
+
+A task is one file in the queue folder, named so that sorting the names is the order of
+publishing (kombu's own naming). What this changes:
+
+* Publishing writes the file under a temporary name in the in-flight folder and renames it into
+  the queue folder: a consumer never sees a half-written task (kombu's writes in place, and a
+  consumer polling at the same moment read empty or partial JSON).
+* Taking a task renames it into the in-flight folder (one rename wins among consumers), reads it
+  and deletes it there. kombu moved it to the system's temporary folder (a copy when that is
+  another file system, and a file left there by a consumer that died in between).
+* A consumer lists the folder once for a run of tasks, not once per task (kombu's sorted the
+  whole listing for every task: a backlog of thousands made each take milliseconds).
+* What a process that died between those steps left in the in-flight folder is removed by the
+  next process that opens the broker, once it is older than any publish or take can be.
+
+Consumers poll the folder (settings.CELERY_BROKER_TRANSPORT_OPTIONS "polling_interval").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections import deque
+from queue import Empty
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+# Seconds after which a file in the in-flight folder is a leftover: a publish or a take holds
+# one there for the time of one small write or read.
+LEFTOVER_AFTER = 60.0
+
+
+def message_name(queue: str) -> str:
+    """kombu's name of a task file: publishing time in ms, a unique id, the queue."""
+    return f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+
+
+def queue_of(name: str) -> str:
+    """The queue a task file belongs to ("" for anything else in the folder)."""
+    _, dot, rest = name.partition(".")
+    return rest.removesuffix(".msg") if dot and rest.endswith(".msg") else ""
+
+
+def remove_leftovers(folder: str, now: float, older_than: float = LEFTOVER_AFTER) -> int:
+    """Delete the files of ``folder`` last changed more than ``older_than`` seconds before
+    ``now`` (wall-clock); returns how many."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file() and entry.stat().st_mtime < now - older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per queue: task files seen at the last listing and not taken yet, oldest first.
+        self._listed: dict[str, deque[str]] = {}
+        remove_leftovers(self.processed_folder, time.time())
+
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
+        name = message_name(queue)
+        staged = os.path.join(self.processed_folder, f"{name}.part")
+        try:
+            with open(staged, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.rename(staged, os.path.join(self.data_folder_out, name))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            raise ChannelError(f"Cannot add {name!r} to the broker folder") from exc
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        listed = self._listed.get(queue)
+        if not listed:
+            names = sorted(n for n in os.listdir(self.data_folder_in) if queue_of(n) == queue)
+            listed = self._listed[queue] = deque(names)
+        while listed:
+            name = listed.popleft()
+            taken = os.path.join(self.processed_folder, name)
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), taken)
+            except FileNotFoundError:  # another consumer took it first
+                continue
+            try:
+                with open(taken, "rb") as f:
+                    payload = f.read()
+            except OSError as exc:
+                raise ChannelError(f"Cannot read {name!r} from the broker folder") from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(taken)
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+    def _size(self, queue: str) -> int:
+        return sum(1 for name in os.listdir(self.data_folder_in) if queue_of(name) == queue)
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
