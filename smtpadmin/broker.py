@@ -1,8 +1,10 @@
 """The embedded broker: kombu's filesystem transport with its races and leftovers fixed.
 
-A task is one file in the queue folder, named so that sorting the names is the order of
-publishing (kombu's own naming). What this changes:
+A task is one file in the queue folder, ``<time>_<uuid>.<queue>.msg``. What this changes:
 
+* The time in the name is the monotonic clock in nanoseconds, zero-padded, so that sorting
+  the names is the order of publishing (kombu's milliseconds, unpadded, put tasks of the same
+  millisecond in random order and sorted "9999" after "10000").
 * Publishing writes the file under a temporary name in the in-flight folder and renames it into
   the queue folder: a consumer never sees a half-written task (kombu's writes in place, and a
   consumer polling at the same moment read empty or partial JSON).
@@ -38,8 +40,8 @@ LEFTOVER_AFTER = 60.0
 
 
 def message_name(queue: str) -> str:
-    """kombu's name of a task file: publishing time in ms, a unique id, the queue."""
-    return f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+    """The name of a task file: publishing time, a unique id, the queue."""
+    return f"{time.monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
 
 
 def queue_of(name: str) -> str:
@@ -83,9 +85,20 @@ class Channel(filesystem.Channel):
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         listed = self._listed.get(queue)
-        if not listed:
-            names = sorted(n for n in os.listdir(self.data_folder_in) if queue_of(n) == queue)
-            listed = self._listed[queue] = deque(names)
+        if listed:  # the rest of the last listing (other consumers may have taken some)
+            payload = self._take(listed)
+            if payload is not None:
+                return loads(bytes_to_str(payload))
+        names = sorted(n for n in os.listdir(self.data_folder_in) if queue_of(n) == queue)
+        listed = self._listed[queue] = deque(names)
+        payload = self._take(listed)
+        if payload is None:
+            raise Empty()
+        return loads(bytes_to_str(payload))
+
+    def _take(self, listed: deque[str]) -> bytes | None:
+        """The content of the first listed task no other consumer has taken (None when they
+        all have): renamed into the in-flight folder, read and deleted there."""
         while listed:
             name = listed.popleft()
             taken = os.path.join(self.processed_folder, name)
@@ -95,14 +108,13 @@ class Channel(filesystem.Channel):
                 continue
             try:
                 with open(taken, "rb") as f:
-                    payload = f.read()
+                    return f.read()
             except OSError as exc:
                 raise ChannelError(f"Cannot read {name!r} from the broker folder") from exc
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(taken)
-            return loads(bytes_to_str(payload))
-        raise Empty()
+        return None
 
     def _size(self, queue: str) -> int:
         return sum(1 for name in os.listdir(self.data_folder_in) if queue_of(name) == queue)
