@@ -257,9 +257,9 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: Redis in production; by default an embedded filesystem broker that needs no server
 # (smtpadmin/broker.py: kombu's filesystem transport with atomic publishing and nothing left
-# behind). Its consumers poll the queue folder: every 50 ms costs an idle worker about 0.3% of
-# a core more than kombu's default of 1 s, which held every task up to a second (one
-# connection's worth of mail per second and queue).
+# behind). Its consumers poll the queue folder: every 50 ms costs an idle worker about half a
+# percent of a core; kombu's default of 1 s held every task up to a second (one connection's
+# worth of mail per second and queue).
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 _EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem")
