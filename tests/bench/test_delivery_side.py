@@ -137,14 +137,29 @@ def test_the_redis_depth_is_every_queue_list_and_nothing_else(
     client.close()
 
 
+def test_the_postgres_setup_samples_its_private_redis(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    import redis
+
+    setup = RelaySetup("postgres", tmp_path, sink_port=0, redis=private_redis)
+    client = redis.Redis.from_url(private_redis.url)
+    client.rpush("celery", "a", "b")
+
+    assert setup.queue_depth() == 2
+    client.close()
+    setup.stop()  # closes its client (and stops the Redis, which the fixture would)
+
+
 def test_a_sampler_keeps_the_maximum_and_what_is_left_at_the_end(tmp_path: Path) -> None:
     for n in range(4):
         (tmp_path / f"{n}_id.celery.msg").write_text("{}")
     sampled = threading.Event()
 
     def probe() -> int:
+        depth = folder_depth(tmp_path)
         sampled.set()
-        return folder_depth(tmp_path)
+        return depth
 
     with DepthSampler(probe, interval=0.01) as sampler:
         assert sampled.wait(10)
