@@ -2,19 +2,21 @@
 
 A task is one file in the queue folder, ``<time>_<uuid>.<queue>.msg``. What this changes:
 
-* The time in the name is the monotonic clock in nanoseconds, zero-padded, so that sorting
-  the names is the order of publishing (kombu's milliseconds, unpadded, put tasks of the same
-  millisecond in random order and sorted "9999" after "10000").
+* The time in the name is the clock in nanoseconds, zero-padded, so that sorting the names is
+  the order of publishing, also across restarts (kombu's monotonic milliseconds, unpadded, put
+  tasks of the same millisecond in random order, sorted "10000" before "9999" and started
+  again at every boot while the tasks stayed in the folder).
 * Publishing writes the file under a temporary name in the in-flight folder and renames it into
-  the queue folder: a consumer never sees a half-written task (kombu's writes in place, and a
-  consumer polling at the same moment read empty or partial JSON).
+  the queue folder: a consumer never sees a half-written task (kombu's creates the file in the
+  queue folder and then writes it: a consumer polling in between could take an empty file).
 * Taking a task renames it into the in-flight folder (one rename wins among consumers), reads it
   and deletes it there. kombu moved it to the system's temporary folder (a copy when that is
   another file system, and a file left there by a consumer that died in between).
 * A consumer lists the folder once for a run of tasks, not once per task (kombu's sorted the
   whole listing for every task: a backlog of thousands made each take milliseconds).
 * What a process that died between those steps left in the in-flight folder is removed by the
-  next process that opens the broker, once it is older than any publish or take can be.
+  next process that opens the broker, once it is older than any publish or take can be (a task
+  lost that way is like one a broker lost: the sweeper finds its work in the database).
 
 Consumers poll the folder (settings.CELERY_BROKER_TRANSPORT_OPTIONS "polling_interval").
 """
@@ -41,7 +43,7 @@ LEFTOVER_AFTER = 60.0
 
 def message_name(queue: str) -> str:
     """The name of a task file: publishing time, a unique id, the queue."""
-    return f"{time.monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
+    return f"{time.time_ns():020d}_{uuid.uuid4()}.{queue}.msg"
 
 
 def queue_of(name: str) -> str:
