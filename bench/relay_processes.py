@@ -15,8 +15,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import procstat
+from bench.depth import folder_depth, redis_depth
 from bench.services import PrivatePostgres, PrivateRedis, free_port, stop_process, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +104,7 @@ class RelaySetup:
     database_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     world: dict[str, object] = field(default_factory=dict)
+    _redis_client: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.server = f"bench-{self.kind}"
@@ -190,6 +193,21 @@ class RelaySetup:
             roots["redis"] = [self.redis.pid()]
         return roots
 
+    def broker_folder(self) -> Path:
+        """The embedded broker's queue folder (settings: <SMTPADMIN_VAR_DIR>/broker/queue)."""
+        return self.folder / "var" / "broker" / "queue"
+
+    def queue_depth(self) -> int:
+        """Tasks waiting on the broker now: the lists of the private Redis, or the task files
+        of the embedded broker's queue folder."""
+        if self.redis is None:
+            return folder_depth(self.broker_folder())
+        if self._redis_client is None:
+            import redis
+
+            self._redis_client = redis.Redis.from_url(self.redis.url)
+        return redis_depth(self._redis_client)
+
     def relay_processes(self) -> list[str]:
         """What runs as the relay: the command line of each process of its tree."""
         relay = self.processes.get("relay")
@@ -205,6 +223,9 @@ class RelaySetup:
         return lines
 
     def stop(self) -> None:
+        if self._redis_client is not None:
+            self._redis_client.close()
+            self._redis_client = None
         for name in ("beat", "worker", "relay"):
             managed = self.processes.pop(name, None)
             if managed is not None:

@@ -179,6 +179,52 @@ def cpu_table(
     return "\n".join(lines)
 
 
+DELIVERY_COLUMNS = (
+    ("relay", "relay_cpu_ms"),
+    ("delivery", "delivery_cpu_ms"),
+    ("all", "cpu_ms"),
+    ("x Postfix", ""),
+    ("e2e msg/s", "e2e_rate"),
+    ("max depth", "broker_max_depth"),
+)
+
+
+def delivery_table(
+    summaries: Sequence[Summary], order: Sequence[str] = (), scenario: str = "throughput"
+) -> str:
+    """End to end by clients and system (medians): CPU ms per message of the relay and of the
+    delivery side (Celery worker, beat, database, broker), of everything (Postfix: its whole
+    cost) and that as a multiple of Postfix's, the end-to-end rate and the broker's maximum
+    queue depth during the run."""
+    cells: dict[tuple[int, str], dict[str, float]] = {}
+    wanted = {metric for _, metric in DELIVERY_COLUMNS if metric}
+    for s in summaries:
+        if s.scenario == scenario and s.metric in wanted:
+            cells.setdefault((s.clients, s.system), {})[s.metric] = s.median
+    if not any("delivery_cpu_ms" in row for row in cells.values()):
+        return ""
+    header = f"{'clients':>7} {'system':<15} " + " ".join(
+        f"{title:>9}" for title, _ in DELIVERY_COLUMNS
+    )
+    lines = ["End to end: CPU ms per message, relay and delivery side (median)", header]
+
+    def rank(key: tuple[int, str]) -> tuple[int, int, str]:
+        clients, system = key
+        return (clients, order.index(system) if system in order else len(order), system)
+
+    for key in sorted(cells, key=rank):
+        row = dict(cells[key])
+        reference = cells.get((key[0], REFERENCE), {}).get("cpu_ms")
+        if key[1] != REFERENCE and reference and "cpu_ms" in row:
+            row["x Postfix"] = row["cpu_ms"] / reference
+        values = []
+        for title, metric in DELIVERY_COLUMNS:
+            value = row.get(metric or title)
+            values.append(f"{_number(value) if value is not None else '':>9}")
+        lines.append(f"{key[0] or '':>7} {key[1]:<15} " + " ".join(values))
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class RunRecord:
     started: str

@@ -36,6 +36,7 @@ from typing import Any
 
 from bench import procstat
 from bench.clients import SENDER
+from bench.depth import DepthSampler
 from bench.postfix import PostfixLayout, PrivatePostfix
 from bench.postfix import available as postfix_missing
 from bench.relay_processes import BENCH_PASSWORD, BENCH_USER, ROOT, RelaySetup
@@ -44,6 +45,7 @@ from bench.report import (
     RunRecord,
     Sample,
     cpu_table,
+    delivery_table,
     percentile,
     summarize,
     table,
@@ -78,7 +80,13 @@ UNITS = {
     "accept_rate_big": "msg/s",
     "cpu_small_ms": "ms",
     "cpu_big_ms": "ms",
+    "relay_cpu_ms": "ms/msg",
+    "delivery_cpu_ms": "ms/msg",
+    "broker_max_depth": "tasks",
 }
+# The processes of the delivery side of a relay setup (beside the relay's own): Celery worker
+# and beat, the database and the broker. The database also serves the relay's intake.
+DELIVERY_ROLES = ("worker", "beat", "postgres", "redis")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class System:
     roots: Callable[[], dict[str, list[int]]]
     auth: str = ""  # USER:PASSWORD when it takes AUTH
     describe: dict[str, Any] = field(default_factory=dict)
+    depth: Callable[[], int] | None = None  # tasks waiting on its broker now
 
 
 def cpu_per_message(
@@ -165,10 +174,35 @@ def measured_cpu(
     """The system's CPU per message (its total without the sink, unless the sink is the
     system) and the shared sink's own, apart (``sink_cpu_ms``)."""
     figures = cpu_per_message(before, after, system_roots, messages)
+    figures.update(delivery_split(figures))
     if "sink" not in system_roots:
         sink = cpu_per_message(before, after, {"sink": [sink_pid]}, messages)
         figures["sink_cpu_ms"] = sink["cpu_ms"]
     return figures
+
+
+def delivery_split(figures: Mapping[str, float]) -> dict[str, float]:
+    """A relay setup's CPU per message in two: the relay's own (``relay_cpu_ms``: SMTP intake
+    and local delivery) and the delivery side's (``delivery_cpu_ms``: the roles of
+    ``DELIVERY_ROLES`` it has). Nothing for a system without a relay process (Postfix: its
+    ``cpu_ms`` is its whole cost)."""
+    if "cpu_ms_relay" not in figures:
+        return {}
+    delivery = [figures[f"cpu_ms_{role}"] for role in DELIVERY_ROLES if f"cpu_ms_{role}" in figures]
+    return {"relay_cpu_ms": figures["cpu_ms_relay"], "delivery_cpu_ms": sum(delivery)}
+
+
+@contextlib.contextmanager
+def broker_depth(system: System) -> Iterator[dict[str, float]]:
+    """The broker's maximum queue depth while the block runs (``broker_max_depth``, into the
+    yielded figures at the end; nothing for a system without a broker)."""
+    figures: dict[str, float] = {}
+    if system.depth is None:
+        yield figures
+        return
+    with DepthSampler(system.depth) as sampler:
+        yield figures
+    figures["broker_max_depth"] = float(sampler.maximum)
 
 
 def smtp_source_command(port: int, clients: int, messages: int) -> list[str]:
@@ -251,11 +285,14 @@ class Bench:
             setup.port,
             setup.roots,
             auth=f"{BENCH_USER}:{BENCH_PASSWORD}",
+            depth=setup.queue_depth,
             describe={
                 "relay_processes": processes,
                 "commands": {k: " ".join(v) for k, v in setup.commands.items()},
                 "database": "PostgreSQL (private)" if kind == "postgres" else "SQLite",
-                "broker": "Redis (private)" if kind == "postgres" else "filesystem",
+                "broker": "Redis (private)"
+                if kind == "postgres"
+                else "filesystem (smtpadmin.broker)",
             },
         )
         log(f"{name}: {len(processes)} relay process(es): {processes}")
@@ -295,17 +332,18 @@ class Bench:
         base = self.sink.settle(quiet=0.5)
         before = procstat.snapshot()
         started = time.perf_counter()
-        result = subprocess.run(
-            smtp_source_command(system.port, clients, messages),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        accepted = time.perf_counter() - started
-        arrived = self.sink.wait_for(base + messages, timeout=max(120.0, messages * 0.5))
-        delivered = time.perf_counter() - started
+        with broker_depth(system) as depth:
+            result = subprocess.run(
+                smtp_source_command(system.port, clients, messages),
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            accepted = time.perf_counter() - started
+            arrived = self.sink.wait_for(base + messages, timeout=max(120.0, messages * 0.5))
+            delivered = time.perf_counter() - started
         after = procstat.snapshot()
-        metrics = {"accept_rate": messages / accepted}
+        metrics = {"accept_rate": messages / accepted, **depth}
         notes = []
         if result.returncode != 0:
             notes.append(f"smtp-source failed: {result.stderr.strip()[-200:]}")
@@ -694,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(summaries, UNITS, SYSTEMS))
     print()
     print(cpu_table(summaries, SYSTEMS))
+    print()
+    print(delivery_table(summaries, SYSTEMS))
     print()
     print(
         cpu_table(

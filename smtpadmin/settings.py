@@ -256,18 +256,25 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Celery: Redis in production; by default an embedded filesystem broker that needs no server.
+# Celery: Redis in production; by default an embedded filesystem broker that needs no server
+# (smtpadmin/broker.py: kombu's filesystem transport with atomic publishing and nothing left
+# behind). Its consumers poll the queue folder: every 50 ms costs an idle worker about half a
+# percent of a core; kombu's default of 1 s held every task up to a second (one connection's
+# worth of mail per second and queue).
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+_EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("filesystem")
+CELERY_BROKER_TRANSPORT = "smtpadmin.broker:Transport" if _EMBEDDED_BROKER else None
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
     {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "control_folder": str(_BROKER_DIR / "control"),
+        # Tasks being published or taken (each there for one small write or read).
         "processed_folder": str(_BROKER_DIR / "processed"),
-        "store_processed": False,
+        "polling_interval": 0.05,
     }
-    if CELERY_BROKER_URL.startswith("filesystem")
+    if _EMBEDDED_BROKER
     else {"visibility_timeout": 3600}
 )
 CELERY_TASK_IGNORE_RESULT = True
