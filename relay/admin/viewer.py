@@ -3,7 +3,7 @@
 
 Nothing here is stored twice: the state comes from the entries, the queue's flags, the
 connector (schedule, ETRN, marked down) and the organization's "disable outbound mail"; the
-columns are aggregates over the queue's open entries, one query for a whole page of queues.
+columns are subqueries over each queue's open entries, one query for a whole page of queues.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, FilteredRelation, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from relay.delivery.schedule import windows_open
@@ -58,48 +59,59 @@ def ensure_system_queues() -> None:
     LinkQueue.for_specs(LinkQueue.system_spec(key) for key in SYSTEM_QUEUES)
 
 
+def _per_queue(aggregate: Any, entries: models.QuerySet[QueueEntry], field: str) -> Subquery:
+    """One aggregate over this queue's entries, as a correlated subquery: each runs on the
+    queue's own slice of an index, never a join of every entry with every queue."""
+    return Subquery(
+        entries.filter(queue=OuterRef("pk"))
+        .order_by()
+        .values("queue")
+        .annotate(result=aggregate(field))
+        .values("result")[:1]
+    )
+
+
 def with_columns(
     queryset: models.QuerySet[LinkQueue], now: datetime | None = None
 ) -> models.QuerySet[LinkQueue]:
     """The queues with Queue Viewer's columns as annotations: ``message_count``,
     ``total_size``, ``oldest_message_at``, ``next_retry_at``, ``due_count``, ``retry_count``,
-    ``active_count`` and ``entry_error``. The join only touches open entries (delivered ones
-    stay in the table until tracking retention removes them)."""
+    ``active_count`` and ``entry_error``. Each column is its own subquery over the queue's
+    open entries (delivered ones stay in the table until tracking retention removes them);
+    the last four only say whether there is one (what the state needs), by one index probe."""
     now = now or timezone.now()
+    open_entries = QueueEntry.objects.filter(state__in=OPEN_ENTRY_STATES)
+    mine = QueueEntry.objects.filter(queue=OuterRef("pk"))
     last_failure = (
-        QueueEntry.objects.filter(queue=OuterRef("pk"), state=QueueEntry.State.RETRY)
+        mine.filter(state=QueueEntry.State.RETRY)
         .exclude(last_response="")
         .order_by("-last_attempt_at", "-pk")
         .values("last_response")[:1]
     )
-    return (
-        queryset.annotate(
-            open_entry=FilteredRelation(
-                "entries", condition=Q(entries__state__in=OPEN_ENTRY_STATES)
-            )
-        )
-        .annotate(
-            message_count=Count("open_entry"),
-            total_size=Sum("open_entry__message__size"),
-            oldest_message_at=Min("open_entry__message__received_at"),
-            next_retry_at=Min(
-                "open_entry__next_attempt_at",
-                filter=Q(
-                    open_entry__state=QueueEntry.State.RETRY,
-                    open_entry__next_attempt_at__gt=now,
-                ),
-            ),
-            due_count=Count(
-                "open_entry",
-                filter=Q(
-                    open_entry__state__in=QueueEntry.DUE_STATES,
-                    open_entry__next_attempt_at__lte=now,
-                ),
-            ),
-            retry_count=Count("open_entry", filter=Q(open_entry__state=QueueEntry.State.RETRY)),
-            active_count=Count("open_entry", filter=Q(open_entry__lease_until__gt=now)),
-        )
-        .annotate(entry_error=Subquery(last_failure))
+    # Queue ids sort by arrival, so the oldest message is the one with the lowest pk.
+    oldest = (
+        mine.filter(state__in=OPEN_ENTRY_STATES)
+        .order_by("message_id")
+        .values("message__received_at")[:1]
+    )
+    next_retry = (
+        mine.filter(state=QueueEntry.State.RETRY, next_attempt_at__gt=now)
+        .order_by("next_attempt_at")
+        .values("next_attempt_at")[:1]
+    )
+    return queryset.annotate(
+        message_count=Coalesce(_per_queue(Count, open_entries, "pk"), 0),
+        total_size=_per_queue(Sum, open_entries, "message__size"),
+        oldest_message_at=Subquery(oldest),
+        next_retry_at=Subquery(next_retry),
+        due_count=Exists(
+            mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)
+        ),
+        retry_count=Exists(mine.filter(state=QueueEntry.State.RETRY)),
+        active_count=Exists(
+            mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)
+        ),
+        entry_error=Subquery(last_failure),
     )
 
 
