@@ -26,7 +26,13 @@ from rest_framework.response import Response
 
 from relay.admin import actions, jobs
 from relay.admin.paging import COUNT_CAP, capped_count
-from relay.admin.search import MessageFilter, TrackingFilter, message_history, with_state
+from relay.admin.search import (
+    MessageFilter,
+    TrackingFilter,
+    message_history,
+    with_derived_state,
+    with_state,
+)
 from relay.admin.viewer import ensure_system_queues, outbound_disabled, queue_list
 from relay.api_serializers import (
     BulkActionSerializer,
@@ -239,9 +245,17 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         messages = Message.objects.all()
         if self.action not in ("retrieve", "content"):
             messages = messages.defer("content")
-        return with_state(messages).prefetch_related(
+        if self.action != "list":
+            # One message: the database works out its state. A list page's rows get theirs
+            # from their prefetched entries and recipients (``paginate_queryset``).
+            messages = with_state(messages)
+        return messages.prefetch_related(
             "recipients", Prefetch("entries", QueueEntry.objects.select_related("queue"))
         )
+
+    def paginate_queryset(self, queryset: Any) -> Any:
+        page = super().paginate_queryset(queryset)
+        return None if page is None else with_derived_state(page)
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)

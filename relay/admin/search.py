@@ -9,6 +9,7 @@ Delivered, Failed or Deleted when all its recipients ended that way, else Comple
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -117,6 +118,42 @@ def state_condition(value: str, now: datetime) -> Q:
     return conditions[MessageState(value)]
 
 
+def derived_state(
+    entries: Iterable[QueueEntry], recipient_states: Iterable[str], now: datetime
+) -> MessageState:
+    """The same rules as ``with_state``, over a message's entries and recipients already read
+    (a page's rows with their prefetched entries and recipients: no CASE per row in SQL)."""
+    waiting = [e for e in entries if e.state in OPEN_ENTRY_STATES]
+    if any(e.state == QueueEntry.State.FROZEN for e in waiting):
+        return MessageState.FROZEN
+    if any(e.lease_until is not None and e.lease_until > now for e in waiting):
+        return MessageState.ACTIVE
+    if any(e.state == QueueEntry.State.RETRY for e in waiting):
+        return MessageState.RETRY
+    if waiting:
+        return MessageState.READY
+    states = set(recipient_states)
+    for state, outcome in (
+        (Recipient.State.DELIVERED, MessageState.DELIVERED),
+        (Recipient.State.DELETED, MessageState.DELETED),
+        (Recipient.State.FAILED, MessageState.FAILED),
+    ):
+        if states <= {state}:
+            return outcome
+    return MessageState.COMPLETED
+
+
+def with_derived_state(messages: Iterable[Message], now: datetime | None = None) -> list[Message]:
+    """The messages (with ``entries`` and ``recipients`` prefetched), each given ``state``."""
+    now = now or timezone.now()
+    rows = list(messages)
+    for message in rows:
+        message.state = derived_state(  # type: ignore[attr-defined]
+            message.entries.all(), (r.state for r in message.recipients.all()), now
+        )
+    return rows
+
+
 class IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
@@ -202,8 +239,9 @@ class MessageFilter(django_filters.FilterSet):
         return queryset.filter(Exists(matching))
 
     def by_domain(self, queryset: Any, name: str, value: str) -> Any:
+        # Stored in lower case (routing's normal form): an exact match uses the index.
         domain = value.strip().lstrip("@").rstrip(".").lower()
-        matching = Recipient.objects.filter(message=OuterRef("pk"), domain__iexact=domain)
+        matching = Recipient.objects.filter(message=OuterRef("pk"), domain=domain)
         return queryset.filter(Exists(matching))
 
     def by_state(self, queryset: Any, name: str, value: str) -> Any:

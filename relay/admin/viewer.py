@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, Exists, OuterRef, Subquery, Sum
+from django.db.models import Exists, F, Func, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -59,15 +59,16 @@ def ensure_system_queues() -> None:
     LinkQueue.for_specs(LinkQueue.system_spec(key) for key in SYSTEM_QUEUES)
 
 
-def _per_queue(aggregate: Any, entries: models.QuerySet[QueueEntry], field: str) -> Subquery:
-    """One aggregate over this queue's entries, as a correlated subquery: each runs on the
-    queue's own slice of an index, never a join of every entry with every queue."""
+def _per_queue(function: str, entries: models.QuerySet[QueueEntry], field: str) -> Subquery:
+    """``function`` (COUNT, SUM) over this queue's open entries, as a correlated subquery
+    without GROUP BY: each reads the queue's own slice of ``relay_entry_open_in_queue``
+    (which carries the message size), never a join of every entry with its message."""
     return Subquery(
         entries.filter(queue=OuterRef("pk"))
         .order_by()
-        .values("queue")
-        .annotate(result=aggregate(field))
-        .values("result")[:1]
+        .annotate(result=Func(F(field), function=function))
+        .values("result")[:1],
+        output_field=models.BigIntegerField(),
     )
 
 
@@ -100,8 +101,8 @@ def with_columns(
         .values("next_attempt_at")[:1]
     )
     return queryset.annotate(
-        message_count=Coalesce(_per_queue(Count, open_entries, "pk"), 0),
-        total_size=_per_queue(Sum, open_entries, "message__size"),
+        message_count=Coalesce(_per_queue("COUNT", open_entries, "pk"), 0),
+        total_size=_per_queue("SUM", open_entries, "message_size"),
         oldest_message_at=Subquery(oldest),
         next_retry_at=Subquery(next_retry),
         due_count=Exists(

@@ -14,7 +14,7 @@ from django.views.generic import TemplateView
 
 from relay.admin import actions, jobs
 from relay.admin.paging import capped_count, keyset_page
-from relay.admin.search import MessageFilter, MessageState, with_state
+from relay.admin.search import MessageFilter, MessageState, with_derived_state
 from relay.console.common import STATE_BADGES, done, kilobytes, plural, when
 from relay.queue.models import Message
 from smtpadmin.access import RoleRequiredMixin
@@ -37,7 +37,7 @@ def criteria_of(data: QueryDict) -> dict[str, str]:
 
 
 def find(data: QueryDict | dict[str, str]) -> MessageFilter:
-    return MessageFilter(data=data, queryset=with_state(Message.objects.defer("content")))
+    return MessageFilter(data=data, queryset=Message.objects.defer("content"))
 
 
 class FindMessages(RoleRequiredMixin, TemplateView):
@@ -58,13 +58,13 @@ class FindMessages(RoleRequiredMixin, TemplateView):
         if submitted and found.is_valid():
             count = capped_count(found.qs.values("pk"))
             page = keyset_page(
-                found.qs.prefetch_related("recipients"),
+                found.qs.prefetch_related("recipients", "entries"),
                 "received_at",
                 size=PAGE_SIZE,
                 after=str(self.request.GET.get("after", "")),
                 before=str(self.request.GET.get("before", "")),
             )
-            rows = [self.row(message) for message in page.rows]
+            rows = [self.row(message) for message in with_derived_state(page.rows)]
             criteria = criteria_of(self.request.GET)
             if self.can_write and criteria and count.value:
                 confirm = reverse("relay:bulk-confirm")

@@ -254,6 +254,10 @@ class QueueEntry(models.Model):
     delay_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The message's size, copied by the database when the entry is inserted (a trigger of
+    # migration 0007; a message never changes size), so a queue's total size is read from
+    # its entries' index alone.
+    message_size = models.PositiveBigIntegerField(default=0, editable=False)
 
     objects = QueueEntryQuerySet.as_manager()
 
@@ -285,10 +289,11 @@ class QueueEntry(models.Model):
                 condition=~Q(state="done"),
                 name="relay_entry_expiring",
             ),
-            # Queue Viewer: each queue's open entries (its count, the oldest message, its
-            # messages a page at a time in arrival order) from the index alone.
+            # Queue Viewer: each queue's open entries (its count and total size, the oldest
+            # message, its messages a page at a time in arrival order) from the index alone.
             models.Index(
                 fields=["queue", "message"],
+                include=["message_size"],
                 condition=Q(state__in=["ready", "retry", "frozen"]),
                 name="relay_entry_open_in_queue",
             ),
