@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.config_scale import ScaleDatabase, Timing, setup_django, timed  # noqa: E402
+from bench.config_scale import ScaleDatabase, Timing, setup_django, timed
 
 DESTINATIONS = 50  # link queues by DNS, one per destination domain
 BATCH = 2000
@@ -70,7 +70,9 @@ def fill(total: int) -> None:
     vs = VirtualServer.objects.order_by("pk").first()
     assert vs is not None
     specs = [
-        QueueSpec(key=f"dns:{destination(n)}", kind="dns", name=destination(n), domain=destination(n))
+        QueueSpec(
+            key=f"dns:{destination(n)}", kind="dns", name=destination(n), domain=destination(n)
+        )
         for n in range(DESTINATIONS)
     ]
     specs.append(
@@ -254,7 +256,9 @@ def run(
                 started = time.perf_counter()
                 fill(level)
                 settle()
-                print(f"filled {level} messages in {time.perf_counter() - started:.1f} s", flush=True)
+                print(
+                    f"filled {level} messages in {time.perf_counter() - started:.1f} s", flush=True
+                )
                 steps.append(measure_step(0.1 if quick else 1.0))
             report(levels, steps)
         finally:

@@ -94,7 +94,9 @@ def state_condition(value: str, now: datetime) -> Q:
     message before it could filter)."""
     entries = QueueEntry.objects.filter(message=OuterRef("pk"), state__in=OPEN_ENTRY_STATES)
     recipients = Recipient.objects.filter(message=OuterRef("pk"))
-    frozen = Exists(QueueEntry.objects.filter(message=OuterRef("pk"), state=QueueEntry.State.FROZEN))
+    frozen = Exists(
+        QueueEntry.objects.filter(message=OuterRef("pk"), state=QueueEntry.State.FROZEN)
+    )
     active = Exists(entries.filter(lease_until__gt=now))
     retry = Exists(entries.filter(state=QueueEntry.State.RETRY))
     queued = Exists(entries)
@@ -110,10 +112,7 @@ def state_condition(value: str, now: datetime) -> Q:
         MessageState.DELIVERED: ~Q(queued) & Q(all_delivered),
         MessageState.DELETED: ~Q(queued) & ~Q(all_delivered) & Q(all_deleted),
         MessageState.FAILED: ~Q(queued) & ~Q(all_delivered) & ~Q(all_deleted) & Q(all_failed),
-        MessageState.COMPLETED: ~Q(queued)
-        & ~Q(all_delivered)
-        & ~Q(all_deleted)
-        & ~Q(all_failed),
+        MessageState.COMPLETED: ~Q(queued) & ~Q(all_delivered) & ~Q(all_deleted) & ~Q(all_failed),
     }
     return conditions[MessageState(value)]
 

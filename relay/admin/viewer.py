@@ -105,13 +105,9 @@ def with_columns(
         total_size=_per_queue("SUM", open_entries, "message_size"),
         oldest_message_at=Subquery(oldest),
         next_retry_at=Subquery(next_retry),
-        due_count=Exists(
-            mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)
-        ),
+        due_count=Exists(mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)),
         retry_count=Exists(mine.filter(state=QueueEntry.State.RETRY)),
-        active_count=Exists(
-            mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)
-        ),
+        active_count=Exists(mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)),
         entry_error=Subquery(last_failure),
     )
 

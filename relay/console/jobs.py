@@ -7,9 +7,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
-from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import get_object_or_404
 from django.template.loader import get_template
 from django.urls import reverse
@@ -68,8 +68,7 @@ class JobPage(RoleRequiredMixin, TemplateView):
             else reverse("relay:find-messages")
         )
         return super().get_context_data(
-            title=f"Job {job.pk}: {job.get_action_display()}"
-            + (" with NDR" if job.ndr else ""),
+            title=f"Job {job.pk}: {job.get_action_display()}" + (" with NDR" if job.ndr else ""),
             nav_key="queue-viewer",
             job=job,
             summary=summary(job),

@@ -186,9 +186,7 @@ def due_queues(now: datetime) -> list[int]:
     # One index probe per queue (its first due entry), so the cost follows the number of
     # queues, never the number of messages waiting in them.
     candidates = (
-        LinkQueue.objects.filter(
-            Exists(QueueEntry.objects.due(now).filter(queue=OuterRef("pk")))
-        )
+        LinkQueue.objects.filter(Exists(QueueEntry.objects.due(now).filter(queue=OuterRef("pk"))))
         .exclude(kind=LinkQueue.Kind.LOCAL)
         .exclude(frozen=True)
     )
