@@ -20,13 +20,16 @@ median and p95 and as a ratio to the first (smallest) step. The database is the 
 database the URL names, created for the run (dropped first if left over) and dropped at the
 end; SQLite in a temporary folder without one.
 
-``run`` returns the figures as a dict, for ``bench/run.py``.
+``run`` returns the figures as a dict; ``figures`` runs this script in its own process (it
+sets Django up for its database) and returns them flat, for ``bench/run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -299,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="100,100000", help="numbers of messages")
     parser.add_argument("--quick", action="store_true", help="a few samples: checks that it runs")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", ""),
@@ -306,12 +311,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "$DATABASE_URL; SQLite in a temporary folder when not PostgreSQL)",
     )
     args = parser.parse_args(argv)
-    run(
+    result = run(
         [int(level) for level in args.levels.split(",")],
         quick=args.quick,
         database_url=args.database_url,
     )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def figures(server_url: str, *, quick: bool = False) -> dict[str, float]:
+    """Run the bench against the PostgreSQL server of ``server_url`` (in a database
+    ``queue_scale`` it creates and drops) and return, per item, the median at each level
+    (``<item>_<level>_ms``) and the ratio of the largest level to the smallest."""
+    database = urlunsplit(urlsplit(server_url)._replace(path="/queue_scale"))
+    with tempfile.TemporaryDirectory(prefix="queue-scale-json-") as folder:
+        out = Path(folder) / "figures.json"
+        command = [sys.executable, str(Path(__file__)), "--database-url", database]
+        subprocess.run([*command, "--json", str(out), *(["--quick"] if quick else [])], check=True)
+        data = json.loads(out.read_text())
+    flat: dict[str, float] = {}
+    for name, by_level in data["items"].items():
+        for level, timing in by_level.items():
+            flat[f"{name}_{level}_ms"] = timing["median_ms"]
+        flat[f"{name}_ratio"] = data["ratio"][name]
+    return flat
 
 
 if __name__ == "__main__":
