@@ -27,6 +27,12 @@ def tool_nodes(user: Any) -> list[Node]:
                     icon="tools",
                 ),
                 Node(
+                    key="bulk-jobs",
+                    label="Bulk Jobs",
+                    url=reverse("relay:jobs"),
+                    icon="tools",
+                ),
+                Node(
                     key="reply-rules",
                     label="Reply Rules",
                     url=reverse("relay:reply-rules"),

@@ -69,7 +69,7 @@ class JobPage(RoleRequiredMixin, TemplateView):
         )
         return super().get_context_data(
             title=f"Job {job.pk}: {job.get_action_display()}" + (" with NDR" if job.ndr else ""),
-            nav_key="queue-viewer",
+            nav_key="bulk-jobs",
             job=job,
             summary=summary(job),
             refresh_seconds=REFRESH_SECONDS,
@@ -110,7 +110,7 @@ class JobList(RoleRequiredMixin, TemplateView):
             for job in recent
         ]
         return super().get_context_data(
-            title="Bulk Jobs", nav_key="queue-viewer", rows=rows, **kwargs
+            title="Bulk Jobs", nav_key="bulk-jobs", rows=rows, **kwargs
         )
 
 
