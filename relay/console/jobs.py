@@ -109,9 +109,7 @@ class JobList(RoleRequiredMixin, TemplateView):
             }
             for job in recent
         ]
-        return super().get_context_data(
-            title="Bulk Jobs", nav_key="bulk-jobs", rows=rows, **kwargs
-        )
+        return super().get_context_data(title="Bulk Jobs", nav_key="bulk-jobs", rows=rows, **kwargs)
 
 
 class JobResume(RoleRequiredMixin, View):
