@@ -19,6 +19,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -190,6 +191,15 @@ class MessagePagination(CursorPagination):
 
     ordering = ("-received_at", "-id")
     count_cap = COUNT_CAP
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            # A cursor is only ever one of our ``next`` / ``previous`` links.
+            raise serializers.ValidationError(
+                {"cursor": ["Not a cursor of this list: follow next or previous."]}
+            ) from None
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         self.count = capped_count(queryset.values("pk"), self.count_cap)

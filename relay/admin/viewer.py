@@ -101,7 +101,7 @@ def with_columns(
         .values("next_attempt_at")[:1]
     )
     return queryset.annotate(
-        message_count=Coalesce(_per_queue("COUNT", open_entries, "pk"), 0),
+        message_count=Coalesce(_per_queue("COUNT", open_entries, "message"), 0),
         total_size=_per_queue("SUM", open_entries, "message_size"),
         oldest_message_at=Subquery(oldest),
         next_retry_at=Subquery(next_retry),

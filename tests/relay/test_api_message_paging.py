@@ -70,10 +70,10 @@ def test_the_count_stops_at_the_cap(
     assert Message.objects.count() == 5
 
 
-def test_a_tampered_cursor_is_a_clean_404(viewer_api: APIClient, queues: Queues) -> None:
+def test_a_tampered_cursor_is_a_clean_400_naming_it(viewer_api: APIClient, queues: Queues) -> None:
     queues.send(["bob@example.org"])
     answer = viewer_api.get(API, {"cursor": "not-a-cursor"})
-    assert answer.status_code == 404
+    assert answer.status_code == 400 and set(answer.json()) == {"cursor"}
     assert answer["Content-Type"].startswith("application/json")
 
 
