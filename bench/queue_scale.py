@@ -16,9 +16,10 @@ measures, as a logged-in Full Administrator through Django's test client:
 * Find Messages with a filter (the page shows the count);
 
 and, called directly, one sweep (``relay.delivery.engine.sweep``). Each is printed with its
-median and p95 and as a ratio to the first (smallest) step. The database is the PostgreSQL
-database the URL names, created for the run (dropped first if left over) and dropped at the
-end; SQLite in a temporary folder without one.
+median and p95 and as a ratio to the first (smallest) step, by the clock and by the CPU it
+cost in this process and its PostgreSQL backend (which a loaded machine changes far less).
+The database is the PostgreSQL database the URL names, created for the run (dropped first
+if left over) and dropped at the end; SQLite in a temporary folder without one.
 
 ``run`` returns the figures as a dict; ``figures`` runs this script in its own process (it
 sets Django up for its database) and returns them flat, for ``bench/run.py``.
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.config_scale import ScaleDatabase, Timing, setup_django, timed
+from bench.config_scale import ScaleDatabase, Timing, setup_django
 
 DESTINATIONS = 50  # link queues by DNS, one per destination domain
 BATCH = 2000
@@ -184,7 +186,43 @@ ITEMS = [
 ]
 
 
-def measure_step(scale: float) -> dict[str, Timing]:
+@dataclass(frozen=True)
+class Measured:
+    wall: Timing
+    cpu: Timing  # this process and its PostgreSQL backend: what a loaded machine leaves alone
+
+
+def backend_cpu_seconds() -> float:
+    """CPU time of this connection's PostgreSQL backend (on this machine), 0 elsewhere."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0.0
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def timed(call: Callable[[int], object], *, count: int, budget: float) -> Measured:
+    """``count`` calls (fewer when they take longer than ``budget`` seconds in all), each
+    timed by the clock and by the CPU it cost here and in the database."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    for n in range(count):
+        cpu = time.process_time() + backend_cpu_seconds()
+        started = time.perf_counter()
+        call(n)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() + backend_cpu_seconds() - cpu)
+        if sum(walls) > budget and len(walls) >= 3:
+            break
+    return Measured(Timing.of(walls), Timing.of(cpus))
+
+
+def measure_step(scale: float) -> dict[str, Measured]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
@@ -230,16 +268,18 @@ def measure_step(scale: float) -> dict[str, Timing]:
     return timings
 
 
-def report(levels: Sequence[int], steps: Sequence[dict[str, Timing]]) -> None:
+def report(levels: Sequence[int], steps: Sequence[dict[str, Measured]]) -> None:
     base = steps[0]
-    print(f"{'item':28s}" + "".join(f" | {level:>8d}: median  p95 (ms) ratio" for level in levels))
-    for name, label in ITEMS:
-        cells = "".join(
-            f" | {step[name].median * 1e3:16.1f} {step[name].p95 * 1e3:8.1f} "
-            f"x{step[name].median / base[name].median:5.2f}"
-            for step in steps
-        )
-        print(f"{label:28s}{cells}")
+    for kind in ("cpu", "wall"):
+        what = "CPU (this process + its PostgreSQL backend)" if kind == "cpu" else "wall clock"
+        print(f"\n{what}, ms")
+        print(f"{'item':28s}" + "".join(f" | {level:>8d}: median   p95  ratio" for level in levels))
+        for name, label in ITEMS:
+            cells = ""
+            for step in steps:
+                t, b = getattr(step[name], kind), getattr(base[name], kind)
+                cells += f" | {t.median * 1e3:15.1f} {t.p95 * 1e3:6.1f} x{t.median / b.median:5.2f}"
+            print(f"{label:28s}{cells}")
 
 
 def run(
@@ -274,12 +314,22 @@ def run(
         "levels": list(levels),
         "items": {
             name: {
-                str(level): {"median_ms": step[name].median * 1e3, "p95_ms": step[name].p95 * 1e3}
+                str(level): {
+                    "median_ms": step[name].wall.median * 1e3,
+                    "p95_ms": step[name].wall.p95 * 1e3,
+                    "cpu_median_ms": step[name].cpu.median * 1e3,
+                    "cpu_p95_ms": step[name].cpu.p95 * 1e3,
+                }
                 for level, step in zip(levels, steps, strict=True)
             }
             for name, _label in ITEMS
         },
-        "ratio": {name: steps[-1][name].median / steps[0][name].median for name, _ in ITEMS},
+        "ratio": {
+            name: steps[-1][name].wall.median / steps[0][name].wall.median for name, _ in ITEMS
+        },
+        "cpu_ratio": {
+            name: steps[-1][name].cpu.median / steps[0][name].cpu.median for name, _ in ITEMS
+        },
     }
 
 
@@ -335,7 +385,9 @@ def figures(server_url: str, *, quick: bool = False) -> dict[str, float]:
     for name, by_level in data["items"].items():
         for level, timing in by_level.items():
             flat[f"{name}_{level}_ms"] = timing["median_ms"]
+            flat[f"{name}_{level}_cpu_ms"] = timing["cpu_median_ms"]
         flat[f"{name}_ratio"] = data["ratio"][name]
+        flat[f"{name}_cpu_ratio"] = data["cpu_ratio"][name]
     return flat
 
 
