@@ -88,12 +88,13 @@ def keyset_page(
     size: int,
     after: str = "",
     before: str = "",
-    key: Any = None,
 ) -> KeysetPage[Row]:
     """One page of ``queryset`` in ascending (``field``, pk) order: the first, the one after
-    the cursor ``after``, or the one before the cursor ``before``. ``key`` reads the (field,
-    pk) of a row when it is not ``getattr(row, field)``."""
-    read = key or (lambda row: (getattr(row, field), row.pk))
+    the cursor ``after``, or the one before the cursor ``before``."""
+
+    def read(row: Row) -> tuple[Key, int]:
+        return getattr(row, field), row.pk
+
     backwards = False
     position = decode_cursor(after) if after else None
     if position is None and before:

@@ -76,8 +76,8 @@ def with_columns(
     queryset: models.QuerySet[LinkQueue], now: datetime | None = None
 ) -> models.QuerySet[LinkQueue]:
     """The queues with Queue Viewer's columns as annotations: ``message_count``,
-    ``total_size``, ``oldest_message_at``, ``next_retry_at``, ``due_count``, ``retry_count``,
-    ``active_count`` and ``entry_error``. Each column is its own subquery over the queue's
+    ``total_size``, ``oldest_message_at``, ``next_retry_at``, ``entry_error``, and ``has_due``,
+    ``has_retry`` and ``has_active`` for the state. Each column is its own subquery over the queue's
     open entries (delivered ones stay in the table until tracking retention removes them);
     the last four only say whether there is one (what the state needs), by one index probe."""
     now = now or timezone.now()
@@ -105,9 +105,9 @@ def with_columns(
         total_size=_per_queue("SUM", open_entries, "message_size"),
         oldest_message_at=Subquery(oldest),
         next_retry_at=Subquery(next_retry),
-        due_count=Exists(mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)),
-        retry_count=Exists(mine.filter(state=QueueEntry.State.RETRY)),
-        active_count=Exists(mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)),
+        has_due=Exists(mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)),
+        has_retry=Exists(mine.filter(state=QueueEntry.State.RETRY)),
+        has_active=Exists(mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)),
         entry_error=Subquery(last_failure),
     )
 
@@ -158,7 +158,7 @@ def queue_state(
     if disabled and queue.kind in OUTBOUND_KINDS:
         return QueueState.DISABLED
     row = _columns_of(queue, now)
-    if row.active_count:
+    if row.has_active:
         return QueueState.ACTIVE
     connector = queue.connector
     if connector is not None:
@@ -166,9 +166,9 @@ def queue_state(
             return QueueState.REMOTE
         if not connector_schedule_open(connector, now):
             return QueueState.SCHEDULED
-    if row.due_count:
+    if row.has_due:
         return QueueState.READY
-    if row.retry_count:
+    if row.has_retry:
         return QueueState.RETRY
     if connector is not None and row.message_count and connector.is_marked_down:
         return QueueState.RETRY
