@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, ClassVar
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -85,9 +85,11 @@ class QueueViewer(ObjectList):
         self.now = timezone.now()
         queues = queue_list(self.now)
         if not self.show_all:
-            queues = queues.filter(
-                Q(kind=LinkQueue.Kind.SYSTEM) | Q(frozen=True) | Q(message_count__gt=0)
+            # Whether a queue holds a message is one index probe; its count is read once.
+            holds = Exists(
+                QueueEntry.objects.filter(queue=OuterRef("pk"), state__in=OPEN_ENTRY_STATES)
             )
+            queues = queues.filter(Q(kind=LinkQueue.Kind.SYSTEM) | Q(frozen=True) | Q(holds))
         return queues
 
     def sorted_queryset(self) -> tuple[Any, str, str]:
