@@ -190,6 +190,7 @@ ITEMS = [
 class Measured:
     wall: Timing
     cpu: Timing  # this process and its PostgreSQL backend: what a loaded machine leaves alone
+    rows: int  # rows the answer showed (queues the sweep found): the work that is per row
 
 
 def backend_cpu_seconds() -> float:
@@ -206,7 +207,7 @@ def backend_cpu_seconds() -> float:
         return 0.0
 
 
-def timed(call: Callable[[int], object], *, count: int, budget: float) -> Measured:
+def timed(call: Callable[[int], object], *, count: int, budget: float, rows: int) -> Measured:
     """``count`` calls (fewer when they take longer than ``budget`` seconds in all), each
     timed by the clock and by the CPU it cost here and in the database."""
     walls: list[float] = []
@@ -219,7 +220,7 @@ def timed(call: Callable[[int], object], *, count: int, budget: float) -> Measur
         cpus.append(time.process_time() + backend_cpu_seconds() - cpu)
         if sum(walls) > budget and len(walls) >= 3:
             break
-    return Measured(Timing.of(walls), Timing.of(cpus))
+    return Measured(Timing.of(walls), Timing.of(cpus), rows)
 
 
 def measure_step(scale: float) -> dict[str, Measured]:
@@ -234,20 +235,26 @@ def measure_step(scale: float) -> dict[str, Measured]:
     console.force_login(admin)
     big = LinkQueue.objects.get(key=f"dns:{destination(1)}")
 
-    def page(url: str, data: dict[str, Any] | None = None) -> Callable[[int], None]:
-        def get(_: int) -> None:
+    def page(url: str, data: dict[str, Any] | None = None) -> Callable[[int], int]:
+        """GET it; the rows it shows (API results, or the table rows of a console page)."""
+
+        def get(_: int) -> int:
             answer = console.get(url, data or {})
             assert answer.status_code == 200, (url, answer.status_code, answer.content[:500])
+            if answer["Content-Type"].startswith("application/json"):
+                return len(answer.json()["results"])
+            return answer.content.count(b'<td><a href="/relay/')  # each row links its object
 
         return get
 
-    def next_page(_: int) -> None:
+    def next_page(_: int) -> int:
         first = console.get("/api/v1/messages/").json()
         assert first.get("next"), first
         answer = console.get(first["next"])
         assert answer.status_code == 200, answer.content[:500]
+        return len(first["results"]) + len(answer.json()["results"])
 
-    calls: dict[str, Callable[[int], object]] = {
+    calls: dict[str, Callable[[int], int]] = {
         "queue_viewer": page("/relay/queues/"),
         "queue_page": page(f"/relay/queues/{big.pk}/"),
         "api_queues": page("/api/v1/queues/"),
@@ -259,12 +266,12 @@ def measure_step(scale: float) -> dict[str, Measured]:
         "api_messages_sender": page("/api/v1/messages/", {"sender": "sender7@"}),
         "find": page("/relay/find/", {"state": "retry"}),
         "find_domain": page("/relay/find/", {"domain": destination(3)}),
-        "sweep": lambda _: engine.sweep(),
+        "sweep": lambda _: len(engine.sweep()),
     }
     timings = {}
     for name, call in calls.items():
-        call(0)  # a first call may build what later ones reuse, as in a running process
-        timings[name] = timed(call, count=int(30 * scale) + 3, budget=20.0 * scale)
+        rows = call(0)  # a first call may build what later ones reuse, as in a running process
+        timings[name] = timed(call, count=int(30 * scale) + 3, budget=20.0 * scale, rows=rows)
     return timings
 
 
@@ -273,12 +280,18 @@ def report(levels: Sequence[int], steps: Sequence[dict[str, Measured]]) -> None:
     for kind in ("cpu", "wall"):
         what = "CPU (this process + its PostgreSQL backend)" if kind == "cpu" else "wall clock"
         print(f"\n{what}, ms")
-        print(f"{'item':28s}" + "".join(f" | {level:>8d}: median   p95  ratio" for level in levels))
+        print(
+            f"{'item':28s}"
+            + "".join(f" | {level:>8d}: rows median   p95  ratio" for level in levels)
+        )
         for name, label in ITEMS:
             cells = ""
             for step in steps:
                 t, b = getattr(step[name], kind), getattr(base[name], kind)
-                cells += f" | {t.median * 1e3:15.1f} {t.p95 * 1e3:6.1f} x{t.median / b.median:5.2f}"
+                cells += (
+                    f" | {step[name].rows:14d} {t.median * 1e3:6.1f} {t.p95 * 1e3:5.1f}"
+                    f" x{t.median / b.median:5.2f}"
+                )
             print(f"{label:28s}{cells}")
 
 
@@ -319,6 +332,7 @@ def run(
                     "p95_ms": step[name].wall.p95 * 1e3,
                     "cpu_median_ms": step[name].cpu.median * 1e3,
                     "cpu_p95_ms": step[name].cpu.p95 * 1e3,
+                    "rows": step[name].rows,
                 }
                 for level, step in zip(levels, steps, strict=True)
             }
