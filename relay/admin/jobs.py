@@ -182,7 +182,8 @@ def run_batch(job_pk: int) -> str:
     now = timezone.now()
     with transaction.atomic():
         job = (
-            BulkJob.objects.select_for_update(skip_locked=True)
+            # The job's row alone: the queue's row is delivery's to update meanwhile.
+            BulkJob.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("queue", "user")
             .filter(pk=job_pk)
             .first()
