@@ -45,7 +45,8 @@ def test_the_list_the_detail_and_the_filter_agree_on_every_state(
     made = one_of_each(queues)
     by_pk = {m.pk: name for name, m in made.items()}
 
-    sql = {m.pk: m.state for m in with_state(Message.objects.filter(pk__in=by_pk))}
+    annotated = with_state(Message.objects.filter(pk__in=by_pk))
+    sql = dict(annotated.values_list("pk", "state"))
     listed = {
         row["id"]: row["state"] for row in viewer_api.get("/api/v1/messages/").json()["results"]
     }
