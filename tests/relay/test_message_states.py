@@ -4,6 +4,8 @@ Find Messages and the API use (``state_condition``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -45,8 +47,8 @@ def test_the_list_the_detail_and_the_filter_agree_on_every_state(
     made = one_of_each(queues)
     by_pk = {m.pk: name for name, m in made.items()}
 
-    annotated = with_state(Message.objects.filter(pk__in=by_pk))
-    sql = dict(annotated.values_list("pk", "state"))
+    annotated: Any = with_state(Message.objects.filter(pk__in=by_pk))
+    sql = {m.pk: m.state for m in annotated}
     listed = {
         row["id"]: row["state"] for row in viewer_api.get("/api/v1/messages/").json()["results"]
     }
