@@ -95,10 +95,19 @@ def keyset_page(
     def read(row: Row) -> tuple[Key, int]:
         return getattr(row, field), row.pk
 
+    # A cursor of another list (a time where a number belongs) starts at the first page.
+    kind = (
+        datetime if isinstance(queryset.model._meta.get_field(field), models.DateTimeField) else int
+    )
+
+    def position_of(token: str) -> tuple[Key, int] | None:
+        found = decode_cursor(token) if token else None
+        return found if found is not None and isinstance(found[0], kind) else None
+
     backwards = False
-    position = decode_cursor(after) if after else None
+    position = position_of(after)
     if position is None and before:
-        position = decode_cursor(before)
+        position = position_of(before)
         backwards = position is not None
     ordered = queryset.order_by(field, "pk")
     if position is not None:

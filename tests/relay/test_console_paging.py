@@ -106,3 +106,23 @@ def test_a_cursor_round_trips() -> None:
     moment = timezone.now()
     assert decode_cursor(encode_cursor(moment, 7)) == (moment, 7)
     assert decode_cursor(encode_cursor(12, 7)) == (12, 7)
+
+
+def test_a_cursor_of_another_list_starts_at_the_first_page(
+    view_only: User, queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.utils import timezone
+
+    monkeypatch.setattr("relay.console.queues.PAGE_SIZE", 2)
+    monkeypatch.setattr("relay.console.find.PAGE_SIZE", 2)
+    sent = [queues.send([f"u{n}@example.org"]) for n in range(3)]
+    client = logged_in(view_only)
+    a_time, a_number = encode_cursor(timezone.now(), 1), encode_cursor(1, 1)
+
+    queue = client.get(f"{VIEWER}{queue_named('example.org').pk}/", {"after": a_time})
+    found = client.get(FIND, {"domain": "example.org", "before": a_number})
+
+    assert queue.status_code == found.status_code == 200
+    assert (
+        shown(html_of(queue), sent) == shown(html_of(found), sent) == [m.queue_id for m in sent[:2]]
+    )
