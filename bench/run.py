@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import procstat
+from bench import procstat, queue_scale
 from bench.clients import SENDER
 from bench.depth import DepthSampler
 from bench.postfix import PostfixLayout, PrivatePostfix
@@ -537,6 +537,17 @@ class Bench:
                 if system.name in RELAYS:
                     self.attempt("idle", system, rep, partial(self.idle, system, rep))
         self.config_scale()
+        self.queue_scale()
+
+    def queue_scale(self) -> None:
+        """Queue views and the sweep with 100 and 100,000 messages queued, on the private
+        PostgreSQL (bench/queue_scale.py): medians and the ratio of the two."""
+        setup = self.relays.get("relay-postgres")
+        if setup is None or not setup.database_url:
+            self.skipped["queue_scale"] = "no relay-postgres run"
+            return
+        figures = queue_scale.figures(setup.database_url, quick=self.args.quick)
+        self.record("queue_scale", self.systems["relay-postgres"], 0, 0, figures)
 
     def config_scale(self) -> None:
         """The acceptance rate (10 clients) with one of each (one connector, one mailbox, one

@@ -16,18 +16,28 @@ from django.http import HttpResponse
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from relay.admin import actions
-from relay.admin.search import MessageFilter, TrackingFilter, message_history, with_state
+from relay.admin import actions, jobs
+from relay.admin.paging import COUNT_CAP, capped_count
+from relay.admin.search import (
+    MessageFilter,
+    TrackingFilter,
+    message_history,
+    with_derived_state,
+    with_state,
+)
 from relay.admin.viewer import ensure_system_queues, outbound_disabled, queue_list
 from relay.api_serializers import (
     BulkActionSerializer,
+    BulkJobSerializer,
     BulkResultSerializer,
     DeletedSerializer,
     DeleteOptionsSerializer,
@@ -36,7 +46,7 @@ from relay.api_serializers import (
     QueueSerializer,
     TrackingEventSerializer,
 )
-from relay.queue.models import LinkQueue, Message, QueueEntry, TrackingEvent
+from relay.queue.models import BulkJob, LinkQueue, Message, QueueEntry, TrackingEvent
 from smtpadmin.registry import api
 
 # --- queues ------------------------------------------------------------------------------
@@ -50,6 +60,20 @@ def _deleted(result: actions.Deleted, ndr: bool) -> dict[str, Any]:
         "dsns": list(result.dsns),
         "dsn_errors": result.dsn_errors,
     }
+
+
+def _accepted(job: BulkJob, request: Request) -> Response:
+    """202: the job runs in the background; its URL tells how far it got."""
+    data = BulkJobSerializer(job, context={"request": request}).data
+    return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+
+# Answered when an action concerns more messages than one request does: the job.
+JOB_ACCEPTED = OpenApiResponse(
+    BulkJobSerializer,
+    description="More messages than one request handles: the action runs as a background "
+    "job; ``url`` (also the Location header) shows its progress.",
+)
 
 
 def _ndr_of(request: Request) -> bool:
@@ -115,20 +139,28 @@ class QueueViewSet(viewsets.ReadOnlyModelViewSet):
         actions.unfreeze_queue(queue, request.user)
         return self._answer(queue)
 
-    @extend_schema(request=None, responses=QueueSerializer)
+    @extend_schema(request=None, responses={200: QueueSerializer, 202: JOB_ACCEPTED})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        """Force Connection: every waiting message is due now, ignoring the retry timer."""
+        """Force Connection: every waiting message is due now, ignoring the retry timer (a
+        background job when the queue holds many)."""
         queue = self.get_object()
+        if jobs.many_in_queue(queue):
+            return _accepted(jobs.start("retry", request.user, queue=queue), request)
         actions.retry_queue_now(queue, request.user)
         return self._answer(queue)
 
-    @extend_schema(request=DeleteOptionsSerializer, responses=DeletedSerializer)
+    @extend_schema(
+        request=DeleteOptionsSerializer, responses={200: DeletedSerializer, 202: JOB_ACCEPTED}
+    )
     @action(detail=True, methods=["post"], url_path="delete-messages")
     def delete_messages(self, request: Request, pk: str | None = None) -> Response:
-        """Delete All Messages of the queue, with an NDR to each sender when ``ndr`` is true."""
+        """Delete All Messages of the queue, with an NDR to each sender when ``ndr`` is true
+        (a background job when the queue holds many)."""
         queue = self.get_object()
         ndr = _ndr_of(request)
+        if jobs.many_in_queue(queue):
+            return _accepted(jobs.start("delete", request.user, queue=queue, ndr=ndr), request)
         result = actions.delete_queue_messages(queue, request.user, ndr)
         return Response(DeletedSerializer(_deleted(result, ndr)).data)
 
@@ -151,6 +183,57 @@ class EmlRenderer(BaseRenderer):
         return json.dumps(data).encode()
 
 
+class MessagePagination(CursorPagination):
+    """Messages a page at a time by a cursor (the position after the last one sent), so a
+    page costs the same however many messages the queues hold and messages arriving while a
+    client pages neither repeat nor skip one. ``count`` is exact up to 10,000; beyond,
+    ``count_capped`` is true and ``count`` says 10,000."""
+
+    ordering = ("-received_at", "-id")
+    count_cap = COUNT_CAP
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            # A cursor is only ever one of our ``next`` / ``previous`` links.
+            raise serializers.ValidationError(
+                {"cursor": ["Not a cursor of this list: follow next or previous."]}
+            ) from None
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        self.count = capped_count(queryset.values("pk"), self.count_cap)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            {
+                "count": self.count.value,
+                "count_capped": self.count.capped,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        answer = super().get_paginated_response_schema(schema)
+        answer["required"] = ["count", "count_capped", "results"]
+        answer["properties"] = {
+            "count": {
+                "type": "integer",
+                "example": 123,
+                "description": f"Messages found, exact up to {COUNT_CAP:,}.",
+            },
+            "count_capped": {
+                "type": "boolean",
+                "description": f"More than {COUNT_CAP:,} were found; ``count`` is the cap.",
+            },
+            **answer["properties"],
+        }
+        return answer
+
+
 class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     """Messages with Find Messages' filters (and the derived ``state``), their properties,
     the stored .eml, and Freeze, Unfreeze, Delete (with or without NDR), one by one or in
@@ -158,6 +241,7 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
 
     lookup_value_regex = r"[0-9]+"
     filterset_class = MessageFilter
+    pagination_class = MessagePagination
     search_fields = ["=queue_id", "message_id", "sender", "subject"]
     ordering_fields = ["id", "received_at", "size", "sender"]
     ordering = ["-received_at", "-id"]
@@ -171,9 +255,17 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         messages = Message.objects.all()
         if self.action not in ("retrieve", "content"):
             messages = messages.defer("content")
-        return with_state(messages).prefetch_related(
+        if self.action != "list":
+            # One message: the database works out its state. A list page's rows get theirs
+            # from their prefetched entries and recipients (``paginate_queryset``).
+            messages = with_state(messages)
+        return messages.prefetch_related(
             "recipients", Prefetch("entries", QueueEntry.objects.select_related("queue"))
         )
+
+    def paginate_queryset(self, queryset: Any) -> Any:
+        page = super().paginate_queryset(queryset)
+        return None if page is None else with_derived_state(page)
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -225,14 +317,26 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
         response["Content-Disposition"] = f'attachment; filename="{message.queue_id}.eml"'
         return response
 
-    @extend_schema(request=BulkActionSerializer, responses=BulkResultSerializer)
+    @extend_schema(
+        request=BulkActionSerializer, responses={200: BulkResultSerializer, 202: JOB_ACCEPTED}
+    )
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         """Freeze, unfreeze or delete every message the filter finds (the same filters as
-        the list). Deleting with ``ndr`` sends an NDR to each sender."""
+        the list). Deleting with ``ndr`` sends an NDR to each sender. When the filter finds
+        many, the action runs as a background job (202 with the job)."""
         serializer = BulkActionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         found: MessageFilter = serializer.validated_data["filter"]
+        if jobs.many_found(found):
+            job = jobs.start(
+                serializer.validated_data["action"],
+                request.user,
+                criteria={k: str(v) for k, v in found.data.items()},
+                ndr=serializer.validated_data["ndr"],
+                description=found.describe(),
+            )
+            return _accepted(job, request)
         outcome = actions.bulk_action(
             found.qs,
             serializer.validated_data["action"],
@@ -241,6 +345,21 @@ class MessageViewSet(viewsets.ReadOnlyModelViewSet):
             description=found.describe(),
         )
         return Response(BulkResultSerializer(outcome.__dict__).data, status=status.HTTP_200_OK)
+
+
+# --- bulk jobs ---------------------------------------------------------------------------
+
+
+class BulkJobViewSet(viewsets.ReadOnlyModelViewSet):
+    """Bulk actions running in the background (answered 202 by the actions on many
+    messages), newest first: their progress and outcome."""
+
+    queryset = BulkJob.objects.all()
+    serializer_class = BulkJobSerializer
+    lookup_value_regex = r"[0-9]+"
+    filterset_fields = ["state", "action", "queue"]
+    ordering_fields = ["id", "created_at"]
+    ordering = ["-created_at", "-id"]
 
 
 # --- tracking events ---------------------------------------------------------------------
@@ -281,6 +400,7 @@ class TrackingEventViewSet(viewsets.ReadOnlyModelViewSet):
 api.register("queues", QueueViewSet, basename="queue")
 api.register("messages", MessageViewSet, basename="message")
 api.register("tracking-events", TrackingEventViewSet, basename="tracking-event")
+api.register("jobs", BulkJobViewSet, basename="bulk-job")
 
 # The action paths without the trailing slash, as DESIGN spells them (a POST cannot be
 # redirected to the slashed URL); kept out of the schema, which documents one path each.

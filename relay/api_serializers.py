@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -15,6 +16,7 @@ from relay.admin import actions
 from relay.admin.search import MessageFilter, MessageState
 from relay.admin.viewer import QueueState, last_error, message_headers, queue_state, source
 from relay.queue.models import (
+    BulkJob,
     LinkQueue,
     Message,
     Priority,
@@ -360,3 +362,45 @@ class TrackingEventSerializer(serializers.ModelSerializer):
             "detail",
         ]
         read_only_fields = fields
+
+
+class BulkJobSerializer(serializers.ModelSerializer):
+    """A bulk action running in the background: its progress, then its outcome."""
+
+    action = serializers.ChoiceField(choices=BulkJob.Action.choices, read_only=True)
+    state = serializers.ChoiceField(
+        choices=BulkJob.State.choices,
+        read_only=True,
+        help_text="pending (waiting for a worker), running, done or failed.",
+    )
+    percent = serializers.IntegerField(read_only=True)
+    url = serializers.SerializerMethodField(help_text="This job in the API.")
+
+    class Meta:
+        model = BulkJob
+        fields = [
+            "id",
+            "url",
+            "action",
+            "ndr",
+            "queue",
+            "criteria",
+            "description",
+            "state",
+            "total",
+            "done",
+            "percent",
+            "changed",
+            "recipients",
+            "dsns",
+            "dsn_errors",
+            "error",
+            "username",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, job: BulkJob) -> str:
+        return reverse("bulk-job-detail", args=[job.pk])

@@ -12,3 +12,4 @@ class RelayConfig(AppConfig):
             console,  # noqa: F401  (registers the console's navigation nodes)
             tasks,  # noqa: F401  (registers the delivery publisher of the queue's wake-ups)
         )
+        from relay.admin import jobs  # noqa: F401  (registers the bulk job task)

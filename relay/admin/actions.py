@@ -41,12 +41,18 @@ __all__ = [
     "Deleted",
     "QueueState",
     "bulk_action",
+    "delete_entries",
     "delete_message",
     "delete_queue_messages",
+    "freeze_entries",
     "freeze_message",
     "freeze_queue",
     "queue_state",
+    "record_bulk",
+    "record_queue_delete",
+    "record_queue_retry",
     "retry_queue_now",
+    "unfreeze_entries",
     "unfreeze_message",
     "unfreeze_queue",
     "with_columns",
@@ -128,9 +134,25 @@ def retry_queue_now(queue: LinkQueue, by: Any, now: datetime | None = None) -> i
         count = QueueEntry.objects.filter(
             queue=queue, state__in=QueueEntry.DUE_STATES, next_attempt_at__gt=now
         ).update(next_attempt_at=now)
-        record_action(by, queue, "connection", "", "force connection")
+        record_queue_retry(by, queue)
         _enqueue_on_commit([queue.pk])
     return count
+
+
+def record_queue_retry(by: Any, queue: LinkQueue) -> None:
+    record_action(by, queue, "connection", "", "force connection")
+
+
+def record_queue_delete(
+    by: Any, queue: LinkQueue, messages: int, recipients: int, ndr: bool
+) -> None:
+    record_action(
+        by,
+        queue,
+        "messages",
+        f"{messages} message(s), {recipients} recipient(s)",
+        "deleted with NDR" if ndr else "deleted without NDR",
+    )
 
 
 def delete_queue_messages(
@@ -139,15 +161,9 @@ def delete_queue_messages(
     """Delete All Messages (with or without NDR): every recipient waiting in this queue is
     deleted; the messages' recipients in other queues are not touched."""
     with transaction.atomic():
-        result, _per_message = _delete_entries(Q(queue=queue), by, ndr, now)
+        result, _per_message = delete_entries(Q(queue=queue), by, ndr, now)
         if result.messages:
-            record_action(
-                by,
-                queue,
-                "messages",
-                f"{result.messages} message(s), {result.recipients} recipient(s)",
-                "deleted with NDR" if ndr else "deleted without NDR",
-            )
+            record_queue_delete(by, queue, result.messages, result.recipients, ndr)
     return result
 
 
@@ -156,7 +172,7 @@ def delete_queue_messages(
 
 def freeze_message(message: Message, by: Any) -> int:
     """Freeze the message in every queue it waits in; returns how many queues that is."""
-    count = len(_freeze_entries(Q(message=message)))
+    count = len(freeze_entries(Q(message=message)))
     if count:
         record_action(by, message, "state", "queued", "frozen")
     return count
@@ -165,7 +181,7 @@ def freeze_message(message: Message, by: Any) -> int:
 def unfreeze_message(message: Message, by: Any) -> int:
     """Unfreeze it: back to Retry (if it was tried before) or Ready, delivery asked on
     commit; returns how many queues it waits in."""
-    count = len(_unfreeze_entries(Q(message=message)))
+    count = len(unfreeze_entries(Q(message=message)))
     if count:
         record_action(by, message, "state", "frozen", "queued")
     return count
@@ -176,7 +192,7 @@ def delete_message(message: Message, by: Any, ndr: bool, now: datetime | None = 
     (4.3.2), with an NDR to the sender when ``ndr``. Delivered and failed recipients keep
     their outcome; the message stays readable (properties, .eml, tracking)."""
     with transaction.atomic():
-        result, per_message = _delete_entries(Q(message=message), by, ndr, now)
+        result, per_message = delete_entries(Q(message=message), by, ndr, now)
         if result.recipients:
             record_action(
                 by,
@@ -228,19 +244,16 @@ def bulk_action(
     for start in range(0, len(pks), CHUNK):
         chunk = Q(message_id__in=pks[start : start + CHUNK])
         if action == "freeze":
-            changed += len({e.message_id for e in _freeze_entries(chunk)})
+            changed += len({e.message_id for e in freeze_entries(chunk)})
         elif action == "unfreeze":
-            changed += len({e.message_id for e in _unfreeze_entries(chunk)})
+            changed += len({e.message_id for e in unfreeze_entries(chunk)})
         else:
-            result, _per_message = _delete_entries(chunk, by, ndr, now)
+            result, _per_message = delete_entries(chunk, by, ndr, now)
             deleted += result
             changed += result.messages
             recipients += result.recipients
     if changed:
-        label = BULK_ACTIONS[action] + (
-            (" with NDR" if ndr else " without NDR") if action == "delete" else ""
-        )
-        _record_bulk(by, label.lower(), changed, description)
+        record_bulk(by, action, ndr, changed, description)
     return BulkOutcome(
         action=action,
         ndr=ndr and action == "delete",
@@ -252,7 +265,11 @@ def bulk_action(
     )
 
 
-def _record_bulk(by: Any, action: str, count: int, description: str) -> None:
+def record_bulk(by: Any, action: str, ndr: bool, count: int, description: str) -> None:
+    """One audit entry for a bulk action on what a search found."""
+    label = BULK_ACTIONS[action] + (
+        (" with NDR" if ndr else " without NDR") if action == "delete" else ""
+    )
     is_user = by is not None and getattr(by, "is_authenticated", False)
     AuditEntry.objects.create(
         user=by if is_user else None,
@@ -261,7 +278,7 @@ def _record_bulk(by: Any, action: str, count: int, description: str) -> None:
         object_type="Message",
         object_repr=f"{count} message(s) matching {description or 'the search'}"[:300],
         field="bulk",
-        new_value=action,
+        new_value=label.lower(),
     )
 
 
@@ -279,7 +296,7 @@ def _lock_entries(condition: Q, states: Sequence[str]) -> list[QueueEntry]:
     )
 
 
-def _freeze_entries(condition: Q) -> list[QueueEntry]:
+def freeze_entries(condition: Q) -> list[QueueEntry]:
     with transaction.atomic():
         entries = _lock_entries(condition, QueueEntry.DUE_STATES)
         # The lease goes too: a batch on the wire may finish, but its result must not
@@ -290,7 +307,7 @@ def _freeze_entries(condition: Q) -> list[QueueEntry]:
     return entries
 
 
-def _unfreeze_entries(condition: Q) -> list[QueueEntry]:
+def unfreeze_entries(condition: Q) -> list[QueueEntry]:
     with transaction.atomic():
         entries = _lock_entries(condition, [QueueEntry.State.FROZEN])
         pks = [e.pk for e in entries]
@@ -304,7 +321,7 @@ def _unfreeze_entries(condition: Q) -> list[QueueEntry]:
     return entries
 
 
-def _delete_entries(
+def delete_entries(
     condition: Q, by: Any, ndr: bool, now: datetime | None
 ) -> tuple[Deleted, dict[int, list[tuple[int, str]]]]:
     """Delete the open recipients of the open entries matching ``condition`` and, with

@@ -3,7 +3,7 @@
 
 Nothing here is stored twice: the state comes from the entries, the queue's flags, the
 connector (schedule, ETRN, marked down) and the organization's "disable outbound mail"; the
-columns are aggregates over the queue's open entries, one query for a whole page of queues.
+columns are subqueries over each queue's open entries, one query for a whole page of queues.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, FilteredRelation, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Exists, F, Func, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from relay.delivery.schedule import windows_open
@@ -58,48 +59,56 @@ def ensure_system_queues() -> None:
     LinkQueue.for_specs(LinkQueue.system_spec(key) for key in SYSTEM_QUEUES)
 
 
+def _per_queue(function: str, entries: models.QuerySet[QueueEntry], field: str) -> Subquery:
+    """``function`` (COUNT, SUM) over this queue's open entries, as a correlated subquery
+    without GROUP BY: each reads the queue's own slice of ``relay_entry_open_in_queue``
+    (which carries the message size), never a join of every entry with its message."""
+    return Subquery(
+        entries.filter(queue=OuterRef("pk"))
+        .order_by()
+        .annotate(result=Func(F(field), function=function))
+        .values("result")[:1],
+        output_field=models.BigIntegerField(),
+    )
+
+
 def with_columns(
     queryset: models.QuerySet[LinkQueue], now: datetime | None = None
 ) -> models.QuerySet[LinkQueue]:
     """The queues with Queue Viewer's columns as annotations: ``message_count``,
-    ``total_size``, ``oldest_message_at``, ``next_retry_at``, ``due_count``, ``retry_count``,
-    ``active_count`` and ``entry_error``. The join only touches open entries (delivered ones
-    stay in the table until tracking retention removes them)."""
+    ``total_size``, ``oldest_message_at``, ``next_retry_at``, ``entry_error``, and ``has_due``,
+    ``has_retry`` and ``has_active`` for the state. Each column is its own subquery over the queue's
+    open entries (delivered ones stay in the table until tracking retention removes them);
+    the last four only say whether there is one (what the state needs), by one index probe."""
     now = now or timezone.now()
+    open_entries = QueueEntry.objects.filter(state__in=OPEN_ENTRY_STATES)
+    mine = QueueEntry.objects.filter(queue=OuterRef("pk"))
     last_failure = (
-        QueueEntry.objects.filter(queue=OuterRef("pk"), state=QueueEntry.State.RETRY)
+        mine.filter(state=QueueEntry.State.RETRY)
         .exclude(last_response="")
         .order_by("-last_attempt_at", "-pk")
         .values("last_response")[:1]
     )
-    return (
-        queryset.annotate(
-            open_entry=FilteredRelation(
-                "entries", condition=Q(entries__state__in=OPEN_ENTRY_STATES)
-            )
-        )
-        .annotate(
-            message_count=Count("open_entry"),
-            total_size=Sum("open_entry__message__size"),
-            oldest_message_at=Min("open_entry__message__received_at"),
-            next_retry_at=Min(
-                "open_entry__next_attempt_at",
-                filter=Q(
-                    open_entry__state=QueueEntry.State.RETRY,
-                    open_entry__next_attempt_at__gt=now,
-                ),
-            ),
-            due_count=Count(
-                "open_entry",
-                filter=Q(
-                    open_entry__state__in=QueueEntry.DUE_STATES,
-                    open_entry__next_attempt_at__lte=now,
-                ),
-            ),
-            retry_count=Count("open_entry", filter=Q(open_entry__state=QueueEntry.State.RETRY)),
-            active_count=Count("open_entry", filter=Q(open_entry__lease_until__gt=now)),
-        )
-        .annotate(entry_error=Subquery(last_failure))
+    # Queue ids sort by arrival, so the oldest message is the one with the lowest pk.
+    oldest = (
+        mine.filter(state__in=OPEN_ENTRY_STATES)
+        .order_by("message_id")
+        .values("message__received_at")[:1]
+    )
+    next_retry = (
+        mine.filter(state=QueueEntry.State.RETRY, next_attempt_at__gt=now)
+        .order_by("next_attempt_at")
+        .values("next_attempt_at")[:1]
+    )
+    return queryset.annotate(
+        message_count=Coalesce(_per_queue("COUNT", open_entries, "message"), 0),
+        total_size=_per_queue("SUM", open_entries, "message_size"),
+        oldest_message_at=Subquery(oldest),
+        next_retry_at=Subquery(next_retry),
+        has_due=Exists(mine.filter(state__in=QueueEntry.DUE_STATES, next_attempt_at__lte=now)),
+        has_retry=Exists(mine.filter(state=QueueEntry.State.RETRY)),
+        has_active=Exists(mine.filter(state__in=OPEN_ENTRY_STATES, lease_until__gt=now)),
+        entry_error=Subquery(last_failure),
     )
 
 
@@ -149,7 +158,7 @@ def queue_state(
     if disabled and queue.kind in OUTBOUND_KINDS:
         return QueueState.DISABLED
     row = _columns_of(queue, now)
-    if row.active_count:
+    if row.has_active:
         return QueueState.ACTIVE
     connector = queue.connector
     if connector is not None:
@@ -157,9 +166,9 @@ def queue_state(
             return QueueState.REMOTE
         if not connector_schedule_open(connector, now):
             return QueueState.SCHEDULED
-    if row.due_count:
+    if row.has_due:
         return QueueState.READY
-    if row.retry_count:
+    if row.has_retry:
         return QueueState.RETRY
     if connector is not None and row.message_count and connector.is_marked_down:
         return QueueState.RETRY

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.urls import path, reverse
 
-from relay.console import find, messages, queues, rules, tracking
+from relay.console import find, jobs, messages, queues, rules, tracking
 from smtpadmin.navigation import Node, navigation
 
 
@@ -24,6 +24,12 @@ def tool_nodes(user: Any) -> list[Node]:
                     key="find-messages",
                     label="Find Messages",
                     url=reverse("relay:find-messages"),
+                    icon="tools",
+                ),
+                Node(
+                    key="bulk-jobs",
+                    label="Bulk Jobs",
+                    url=reverse("relay:jobs"),
                     icon="tools",
                 ),
                 Node(
@@ -69,6 +75,9 @@ urlpatterns = [
     path("messages/<int:pk>/delete/", messages.MessageDelete.as_view(), name="message-delete"),
     path("find/", find.FindMessages.as_view(), name="find-messages"),
     path("find/confirm/", find.BulkConfirm.as_view(), name="bulk-confirm"),
+    path("jobs/", jobs.JobList.as_view(), name="jobs"),
+    path("jobs/<int:pk>/", jobs.JobPage.as_view(), name="job"),
+    path("jobs/<int:pk>/resume/", jobs.JobResume.as_view(), name="job-resume"),
     path("reply-rules/", rules.ReplyRuleList.as_view(), name="reply-rules"),
     path("reply-rules/new/", rules.NewReplyRule.as_view(), name="reply-rule-new"),
     path("reply-rules/<int:pk>/", rules.ReplyRuleSheet.as_view(), name="reply-rule"),

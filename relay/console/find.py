@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.generic import TemplateView
 
-from relay.admin import actions
-from relay.admin.search import MessageFilter, MessageState, with_state
+from relay.admin import actions, jobs
+from relay.admin.paging import capped_count, keyset_page
+from relay.admin.search import MessageFilter, MessageState, with_derived_state
 from relay.console.common import STATE_BADGES, done, kilobytes, plural, when
 from relay.queue.models import Message
 from smtpadmin.access import RoleRequiredMixin
@@ -36,11 +37,13 @@ def criteria_of(data: QueryDict) -> dict[str, str]:
 
 
 def find(data: QueryDict | dict[str, str]) -> MessageFilter:
-    return MessageFilter(data=data, queryset=with_state(Message.objects.defer("content")))
+    return MessageFilter(data=data, queryset=Message.objects.defer("content"))
 
 
 class FindMessages(RoleRequiredMixin, TemplateView):
-    """A GET form, so a search can be bookmarked; results a page at a time, oldest first."""
+    """A GET form, so a search can be bookmarked; results a page at a time, oldest first,
+    each page after the last row of the one before (``after``/``before`` cursors), with the
+    count capped at 10,000."""
 
     template_name = "relay/find.html"
 
@@ -51,12 +54,19 @@ class FindMessages(RoleRequiredMixin, TemplateView):
         page = None
         rows: list[dict[str, Any]] = []
         bulk: list[dict[str, str]] = []
+        count = None
         if submitted and found.is_valid():
-            results = found.qs.order_by("received_at", "pk").prefetch_related("recipients")
-            page = Paginator(results, PAGE_SIZE).get_page(self.request.GET.get("page"))
-            rows = [self.row(message) for message in page.object_list]
+            count = capped_count(found.qs.values("pk"))
+            page = keyset_page(
+                found.qs.prefetch_related("recipients", "entries"),
+                "received_at",
+                size=PAGE_SIZE,
+                after=str(self.request.GET.get("after", "")),
+                before=str(self.request.GET.get("before", "")),
+            )
+            rows = [self.row(message) for message in with_derived_state(page.rows)]
             criteria = criteria_of(self.request.GET)
-            if self.can_write and criteria and page.paginator.count:
+            if self.can_write and criteria and count.value:
                 confirm = reverse("relay:bulk-confirm")
                 bulk = [
                     {"label": label, "url": f"{confirm}?{urlencode(query)}"}
@@ -69,6 +79,7 @@ class FindMessages(RoleRequiredMixin, TemplateView):
             form=form,
             submitted=submitted,
             page=page,
+            count=count,
             rows=rows,
             bulk=bulk,
             **kwargs,
@@ -139,16 +150,16 @@ class BulkConfirm(RoleRequiredMixin, TemplateView):
             "problem": problem,
         }
         if not problem:
-            count = found.qs.count()
+            count = capped_count(found.qs.values("pk"))
             verb = actions.BULK_ACTIONS[action]
             how = ""
             if action == "delete":
                 how = " with a non-delivery report (NDR) to each sender" if ndr else " without NDR"
             context.update(
-                question=f"{verb} {plural(count, 'message')}{how}?",
+                question=f"{verb} {count} message{'' if count.value == 1 else 's'}{how}?",
                 details=[f"Criteria: {found.describe()}."],
                 fields={**criteria_of(self.data()), "action": action, "ndr": "1" if ndr else "0"},
-                button=f"{verb} {plural(count, 'message')}",
+                button=f"{verb} {count} message{'' if count.value == 1 else 's'}",
             )
         return super().get_context_data(**context, **kwargs)
 
@@ -162,6 +173,15 @@ class BulkConfirm(RoleRequiredMixin, TemplateView):
         if self.problem(found):
             return self.render_to_response(self.get_context_data())
         action, ndr = self.action()
+        if jobs.many_found(found):
+            job = jobs.start(
+                action,
+                request.user,
+                criteria=criteria_of(request.POST),
+                ndr=ndr,
+                description=found.describe(),
+            )
+            return redirect(reverse("relay:job", args=[job.pk]))
         outcome = actions.bulk_action(
             found.qs, action, request.user, ndr=ndr, description=found.describe()
         )

@@ -7,16 +7,17 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, ClassVar
 
-from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
 
-from relay.admin import actions
+from relay.admin import actions, jobs
+from relay.admin.paging import keyset_page
 from relay.admin.viewer import (
     OPEN_ENTRY_STATES,
     QueueState,
@@ -84,9 +85,11 @@ class QueueViewer(ObjectList):
         self.now = timezone.now()
         queues = queue_list(self.now)
         if not self.show_all:
-            queues = queues.filter(
-                Q(kind=LinkQueue.Kind.SYSTEM) | Q(frozen=True) | Q(message_count__gt=0)
+            # Whether a queue holds a message is one index probe; its count is read once.
+            holds = Exists(
+                QueueEntry.objects.filter(queue=OuterRef("pk"), state__in=OPEN_ENTRY_STATES)
             )
+            queues = queues.filter(Q(kind=LinkQueue.Kind.SYSTEM) | Q(frozen=True) | Q(holds))
         return queues
 
     def sorted_queryset(self) -> tuple[Any, str, str]:
@@ -130,7 +133,8 @@ class QueueMixin(RoleRequiredMixin):
 
 
 class QueueMessages(QueueMixin, TemplateView):
-    """One queue: its columns and buttons, then its messages (a page at a time)."""
+    """One queue: its columns and buttons, then its messages (a page at a time, each after
+    the last message of the one before, so the 1,000th page costs what the first does)."""
 
     template_name = "relay/queue.html"
 
@@ -138,16 +142,27 @@ class QueueMessages(QueueMixin, TemplateView):
         now = timezone.now()
         queue: Any = queue_list(now).get(pk=self.queue.pk)
         state = queue_state(queue, now)
+        waiting = (
+            Recipient.objects.filter(entry=OuterRef("pk"), state__in=Recipient.OPEN_STATES)
+            .order_by()
+            .values("entry")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
         entries = (
             QueueEntry.objects.filter(queue=queue, state__in=OPEN_ENTRY_STATES)
             .select_related("message")
             .defer("message__content")
-            .annotate(
-                waiting=Count("recipients", filter=Q(recipients__state__in=Recipient.OPEN_STATES))
-            )
-            .order_by("message__received_at", "pk")
+            .annotate(waiting=Coalesce(Subquery(waiting), 0))
         )
-        page = Paginator(entries, PAGE_SIZE).get_page(self.request.GET.get("page"))
+        # In arrival order (queue ids sort by it), a page after the last one shown.
+        page = keyset_page(
+            entries,
+            "message_id",
+            size=PAGE_SIZE,
+            after=str(self.request.GET.get("after", "")),
+            before=str(self.request.GET.get("before", "")),
+        )
         rows = [
             {
                 "entry": entry,
@@ -161,7 +176,7 @@ class QueueMessages(QueueMixin, TemplateView):
                 "size": kilobytes(entry.message.size),
                 "actions": self.message_actions(entry) if self.can_write else [],
             }
-            for entry in page.object_list
+            for entry in page.rows
         ]
         summary = [
             ("State", QueueState(state).label),
@@ -220,6 +235,9 @@ class QueueAction(QueueMixin, View):
             if actions.unfreeze_queue(queue, request.user):
                 return done(request, f"Unfroze the queue {queue}.", back)
             return done(request, f"The queue {queue} was not frozen.", back, info=True)
+        if jobs.many_in_queue(queue):
+            job = jobs.start("retry", request.user, queue=queue)
+            return redirect(reverse("relay:job", args=[job.pk]))
         count = actions.retry_queue_now(queue, request.user)
         return done(
             request,
@@ -261,6 +279,9 @@ class QueueDelete(QueueMixin, TemplateView):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         queue = self.queue
         ndr = self.ndr()
+        if jobs.many_in_queue(queue):
+            job = jobs.start("delete", request.user, queue=queue, ndr=ndr)
+            return redirect(reverse("relay:job", args=[job.pk]))
         result = actions.delete_queue_messages(queue, request.user, ndr)
         text = f"Deleted {plural(result.messages, 'message')} from {queue}"
         text += f" and sent {plural(len(result.dsns), 'NDR')}." if ndr else " without NDR."

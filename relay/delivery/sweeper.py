@@ -17,7 +17,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from relay.delivery.claims import (
@@ -183,13 +183,14 @@ def due_queues(now: datetime) -> list[int]:
     connector's schedule, and the unreachable queue (its mail is routed again)."""
     if outbound_disabled():
         return []
-    pks = set(
-        QueueEntry.objects.due(now)
-        .exclude(queue__kind=LinkQueue.Kind.LOCAL)
-        .exclude(queue__frozen=True)
-        .values_list("queue_id", flat=True)
-        .distinct()
+    # One index probe per queue (its first due entry), so the cost follows the number of
+    # queues, never the number of messages waiting in them.
+    candidates = (
+        LinkQueue.objects.filter(Exists(QueueEntry.objects.due(now).filter(queue=OuterRef("pk"))))
+        .exclude(kind=LinkQueue.Kind.LOCAL)
+        .exclude(frozen=True)
     )
+    pks = set(candidates.values_list("pk", flat=True))
     found = []
     for queue in LinkQueue.objects.filter(pk__in=pks).select_related("connector").order_by("pk"):
         if queue.kind == LinkQueue.Kind.SYSTEM and queue.key != UNREACHABLE_KEY:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -253,6 +254,10 @@ class QueueEntry(models.Model):
     delay_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The message's size, copied by the database when the entry is inserted (a trigger of
+    # migration 0007; a message never changes size), so a queue's total size is read from
+    # its entries' index alone.
+    message_size = models.PositiveBigIntegerField(default=0, editable=False)
 
     objects = QueueEntryQuerySet.as_manager()
 
@@ -283,6 +288,26 @@ class QueueEntry(models.Model):
                 fields=["expires_at"],
                 condition=~Q(state="done"),
                 name="relay_entry_expiring",
+            ),
+            # Queue Viewer: each queue's open entries (its count and total size, the oldest
+            # message, its messages a page at a time in arrival order) from the index alone.
+            models.Index(
+                fields=["queue", "message"],
+                include=["message_size"],
+                condition=Q(state__in=["ready", "retry", "frozen"]),
+                name="relay_entry_open_in_queue",
+            ),
+            # Queue Viewer's last error of a queue: its latest failed attempt.
+            models.Index(
+                fields=["queue", "last_attempt_at"],
+                condition=Q(state="retry"),
+                name="relay_entry_retry_in_queue",
+            ),
+            # Find Messages' "Frozen" state: the frozen entries without reading the others.
+            models.Index(
+                fields=["message"],
+                condition=Q(state="frozen"),
+                name="relay_entry_frozen",
             ),
             # The sweeper's delay notifications.
             models.Index(
@@ -427,3 +452,75 @@ class TrackingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.queue_id}"
+
+
+# --- bulk jobs ---------------------------------------------------------------------------
+
+
+class BulkJob(models.Model):
+    """An administrator's action on many messages (delete a queue's messages, force a queue's
+    connection, freeze / unfreeze / delete what a search found), done by a Celery worker in
+    batches, never in the request. ``cursor`` is the last message pk done: each batch moves it
+    in the same transaction as its work, so a worker that dies loses at most the batch it was
+    in, and the next run goes on after the cursor. Only messages up to ``last_message`` (the
+    newest when the job was asked for) are touched: mail arriving meanwhile is not."""
+
+    class Action(models.TextChoices):
+        FREEZE = "freeze", "Freeze"
+        UNFREEZE = "unfreeze", "Unfreeze"
+        DELETE = "delete", "Delete"
+        RETRY = "retry", "Force connection"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    action = models.CharField(max_length=10, choices=Action.choices)
+    ndr = models.BooleanField(default=False, help_text="Deleting sends an NDR to each sender")
+    # A queue's messages, or (no queue) the messages the search ``criteria`` finds.
+    queue = models.ForeignKey(
+        LinkQueue, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    criteria = models.JSONField(default=dict, blank=True)
+    description = models.CharField(max_length=1000, blank=True)
+    last_message = models.BigIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    total = models.PositiveIntegerField(null=True, blank=True, help_text="Messages to look at")
+    done = models.PositiveIntegerField(default=0, help_text="Messages looked at")
+    changed = models.PositiveIntegerField(default=0, help_text="Messages the action changed")
+    recipients = models.PositiveIntegerField(default=0, help_text="Recipients deleted")
+    dsns = models.PositiveIntegerField(default=0, help_text="NDRs submitted")
+    dsn_errors = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    username = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-created_at"], name="relay_job_created")]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk}: {self.get_action_display()} {self.description}".strip()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if self.state == self.State.DONE:
+            return 100
+        if not self.total:
+            return 0
+        return min(100, self.done * 100 // self.total)

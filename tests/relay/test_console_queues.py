@@ -276,21 +276,6 @@ def test_a_queue_page_lists_its_messages_with_buttons_for_each(
     assert "2 messages, oldest first." in html
 
 
-def test_a_long_queue_is_shown_a_page_at_a_time(
-    view_only: User, queues: Queues, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("relay.console.queues.PAGE_SIZE", 2)
-    sent = [queues.send([f"u{n}@example.org"]) for n in range(5)]
-    pk = queue_named("example.org").pk
-    client = logged_in(view_only)
-
-    last = html_of(client.get(f"{VIEWER}{pk}/", {"page": 3}))
-
-    assert "Page 3 of 3" in last
-    assert sent[4].queue_id in last and sent[0].queue_id not in last
-    assert "Page 1 of 3" in html_of(client.get(f"{VIEWER}{pk}/", {"page": "nope"}))
-
-
 # --- message properties ------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from connectors.models import AddressSpace, Connector
 from relay.models import LinkQueue, Message, ReplyRule, TrackingEvent
+from relay.queue.models import BulkJob
 from servers.models import (
     AcceptedDomain,
     Certificate,
@@ -181,6 +182,9 @@ RULES: list[tuple[str, Rule]] = [
             "relay:reply-rule-delete",
             "relay:tracking-center",
             "relay:message-history",
+            "relay:jobs",
+            "relay:job",
+            "relay:job-resume",
             # the API (the router's routes without a trailing slash are keyed by their route)
             "api:api-root",
             "api:organization",
@@ -200,6 +204,7 @@ RULES: list[tuple[str, Rule]] = [
             "api:message-*",
             "api:messages/*",
             "api:tracking-event-*",
+            "api:bulk-job-*",
         )
     ),
 ]
@@ -230,6 +235,7 @@ COLLECTIONS: dict[str, type[models.Model]] = {
     "messages": Message,
     "reply-rules": ReplyRule,
     "tracking-events": TrackingEvent,
+    "jobs": BulkJob,
     "audit-log": AuditEntry,
     "users": User,
 }
@@ -342,6 +348,7 @@ def build_world() -> dict[type[models.Model], models.Model]:
         kind=TrackingEvent.Kind.RECEIVED, queue_id=message.queue_id, sender=message.sender
     )
     rule = ReplyRule.objects.create(order=1, code="552", action=ReplyRule.Action.RETRY)
+    job = BulkJob.objects.create(action=BulkJob.Action.FREEZE, queue=entry.queue)
     audit = AuditEntry.objects.create(
         username="someone", action=AuditEntry.Action.UPDATE, object_type="Server", field="name"
     )
@@ -370,6 +377,7 @@ def build_world() -> dict[type[models.Model], models.Model]:
         type(entry.recipients.get()): entry.recipients.get(),
         TrackingEvent: tracking,
         ReplyRule: rule,
+        BulkJob: job,
         AuditEntry: audit,
         User: make_user("ursula"),
     }
