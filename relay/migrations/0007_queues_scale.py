@@ -7,8 +7,8 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-# The database copies a message's size into each queue entry as it is inserted, whoever
-# inserts it (placement, DSNs, re-routing), and the entries already there get theirs once.
+# The database copies a message's size into each queue entry inserted without one, whoever
+# inserts it (DSNs, re-routing; placement gives it), and the entries already there get theirs once.
 POSTGRESQL = [
     """
     CREATE FUNCTION relay_entry_message_size() RETURNS trigger AS $$
@@ -21,8 +21,10 @@ POSTGRESQL = [
             END IF;
             RETURN NEW;
         END IF;
-        NEW.message_size := COALESCE(
-            (SELECT size FROM relay_message WHERE id = NEW.message_id), 0);
+        IF NEW.message_size = 0 THEN
+            NEW.message_size := COALESCE(
+                (SELECT size FROM relay_message WHERE id = NEW.message_id), 0);
+        END IF;
         RETURN NEW;
     END
     $$ LANGUAGE plpgsql
@@ -39,6 +41,7 @@ POSTGRESQL_UNDO = [
 SQLITE = [
     """
     CREATE TRIGGER relay_entry_message_size AFTER INSERT ON relay_queueentry
+    WHEN NEW.message_size = 0
     BEGIN
         UPDATE relay_queueentry SET message_size = COALESCE(
             (SELECT size FROM relay_message WHERE id = NEW.message_id), 0)

@@ -470,6 +470,8 @@ def _entries(
             "expires_at": timing.expires_at,
             "delay_notify_at": timing.delay_notify_at,
             "created_at": now,
+            # Given here, the database's copy from the message row is skipped.
+            "message_size": len(draft.content),
         }
     return entries
 
