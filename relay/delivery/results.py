@@ -8,6 +8,7 @@ transaction (DSNs are this stage's: they are mail, built and queued through inta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -112,20 +113,10 @@ def record(
     ``touch_queue`` are for) and, in the same transaction, a failure DSN for every message
     with failed recipients. A DSN that cannot be made now does not undo the delivery: the
     sweeper tries it again."""
-    if not any(v.outcome == FAILED for found in verdicts.values() for v in found):
-        # No DSN to go with it: the record's own transaction (or none, for the one statement
-        # a delivered message costs on PostgreSQL) is all it takes.
-        return outcomes.record(
-            queue,
-            entries,
-            verdicts,
-            owner=owner,
-            handoff=handoff,
-            now=now,
-            tracking=tracking,
-            touch_queue=touch_queue,
-        ).tally
-    with transaction.atomic():
+    failing = any(v.outcome == FAILED for found in verdicts.values() for v in found)
+    # Without a DSN to go with it, the record's own transaction (or none, for the one
+    # statement a delivered message costs on PostgreSQL) is all it takes.
+    with transaction.atomic() if failing else contextlib.nullcontext():
         recorded = outcomes.record(
             queue,
             entries,
