@@ -63,4 +63,5 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
     path("", OrganizationSheet.as_view(), name="organization"),
+    path("tree/<slug:key>/", views.TreeChildren.as_view(), name="tree-children"),
 ]

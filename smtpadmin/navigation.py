@@ -4,15 +4,27 @@ The core defines the sections of the Organization (Global Settings, Recipients, 
 Routing Groups, Tools); each app fills them from its ``AppConfig.ready()`` with providers, the
 way ``admin.site.register`` works, so the core never imports the apps. The tree is built per
 request from the database and the user's role, and one recursive template renders it.
+
+Containers that can hold many objects (a routing group's connectors, a server's virtual
+servers) are branches: their children are loaded only when the container is opened (an htmx
+request for the children fragment), or on the server when the current page lies inside them,
+and then at most ``BRANCH_LIMIT`` of them with a "More…" link to the container's own page,
+which lists (and searches) all of them. So a page costs the same however many connectors
+there are.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.urls import reverse
+
 from smtpadmin.roles import Role, role_of
+
+BRANCH_LIMIT = 50  # children a branch shows; the rest are behind "More…"
 
 
 @dataclass
@@ -25,8 +37,25 @@ class Node:
     status_text: str = ""
     min_role: Role = Role.VIEW_ONLY
     children: list[Node] = field(default_factory=list)
+    # A branch: its children come from ``children_url`` when it is opened; until then (and
+    # unless the current page lies inside it) ``children`` is empty and it shows collapsed.
+    branch: bool = False
+    expanded: bool = False
+
+    @property
+    def children_url(self) -> str:
+        return reverse("smtpadmin:tree-children", args=[self.key]) if self.branch else ""
+
+    @property
+    def has_children(self) -> bool:
+        return self.branch or bool(self.children)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.children) and (self.expanded or not self.branch)
 
     def visible_to(self, role: Role) -> Node | None:
+        """A copy without the nodes (and the branches) this role may not see."""
         if role < self.min_role:
             return None
         kept = [c for c in (child.visible_to(role) for child in self.children) if c is not None]
@@ -36,7 +65,34 @@ class Node:
         return self.key == key or any(child.contains(key) for child in self.children)
 
 
+def more_node(container_key: str, url: str) -> Node:
+    """The last child of a branch that has more than it shows: its container's own page."""
+    return Node(key=f"{container_key}-more", label="More…", url=url, icon="more")
+
+
+def bounded(
+    container_key: str,
+    nodes: list[Node],
+    path: frozenset[str],
+    on_path: Callable[[], list[Node]],
+    url: str,
+) -> list[Node]:
+    """The first ``BRANCH_LIMIT`` of ``nodes`` (which holds at most one more, to tell), the
+    ones ``on_path`` finds for the current page when they are further down, and "More…"."""
+    shown = nodes[:BRANCH_LIMIT]
+    if len(nodes) <= BRANCH_LIMIT:
+        return shown
+    keys = {node.key for node in shown}
+    if path - keys:
+        shown += [node for node in on_path() if node.key not in keys]
+    return [*shown, more_node(container_key, url)]
+
+
 Provider = Callable[[Any], list[Node]]
+# (user, the key's match, the keys of the path to the current page) -> the branch's children
+BranchLoader = Callable[[Any, "re.Match[str]", frozenset[str]], list[Node]]
+# the key's match -> the key of the node that holds it ("" = none known)
+ParentOf = Callable[["re.Match[str]"], str]
 
 SECTIONS = [
     ("global", "Global Settings", "settings"),
@@ -45,12 +101,15 @@ SECTIONS = [
     ("routing_groups", "Routing Groups", "routing"),
     ("tools", "Tools", "tools"),
 ]
+MAX_DEPTH = 20  # a parent chain longer than this is a loop in the registered parents
 
 
 class Navigation:
     def __init__(self) -> None:
         self._providers: dict[str, list[tuple[int, Provider]]] = {key: [] for key, *_ in SECTIONS}
         self._section_urls: dict[str, Callable[[], str]] = {}
+        self._branches: list[tuple[re.Pattern[str], BranchLoader]] = []
+        self._parents: list[tuple[re.Pattern[str], ParentOf]] = []
 
     def register(self, section: str, provider: Provider, order: int = 50) -> None:
         if section not in self._providers:
@@ -64,15 +123,63 @@ class Navigation:
             raise KeyError(f"unknown navigation section {section!r}")
         self._section_urls[section] = url
 
-    def tree(self, user: Any, organization_name: str, organization_url: str) -> Node | None:
+    def register_branch(self, pattern: str, loader: BranchLoader) -> None:
+        """Nodes whose key matches ``pattern`` (a regular expression for the whole key) load
+        their children with ``loader``: bounded, and including the nodes on the path."""
+        self._branches.append((re.compile(pattern), loader))
+
+    def register_parent(self, pattern: str, parent: ParentOf) -> None:
+        """How to find the node holding a node whose key matches ``pattern`` (a connector's
+        container, say), so that the tree opens the branches down to the current page."""
+        self._parents.append((re.compile(pattern), parent))
+
+    def path_to(self, key: str) -> frozenset[str]:
+        """``key`` and the keys of the nodes above it, as far as the parents are known."""
+        path: list[str] = []
+        while key and key not in path and len(path) < MAX_DEPTH:
+            path.append(key)
+            key = next(
+                (parent(m) for pattern, parent in self._parents if (m := pattern.fullmatch(key))),
+                "",
+            )
+        return frozenset(path)
+
+    def children(self, user: Any, key: str, path: frozenset[str] = frozenset()) -> list[Node]:
+        """The children of the branch ``key`` as the user's role may see them (KeyError: no
+        branch has that key)."""
+        for pattern, loader in self._branches:
+            match = pattern.fullmatch(key)
+            if match:
+                role = role_of(user)
+                nodes = [self._open(user, node, path) for node in loader(user, match, path)]
+                return [n for n in (node.visible_to(role) for node in nodes) if n is not None]
+        raise KeyError(key)
+
+    def _open(self, user: Any, node: Node, path: frozenset[str]) -> Node:
+        """Load the branches on the path (the current page's node included), recursively."""
+        if node.branch and node.key in path:
+            node.children = self.children(user, node.key, path)
+            node.expanded = True
+        else:
+            node.children = [self._open(user, child, path) for child in node.children]
+        return node
+
+    def tree(
+        self, user: Any, organization_name: str, organization_url: str, selected: str = ""
+    ) -> Node | None:
         role = role_of(user)
         if role is Role.NONE:
             return None
+        path = self.path_to(selected)
         sections = []
         for key, label, icon in SECTIONS:
             children = [
                 node for _order, provider in self._providers[key] for node in provider(user)
             ]
+            if any(pattern.fullmatch(key) for pattern, _loader in self._branches):
+                # A section whose contents may be many (the servers) is a branch that is
+                # always open: bounded, with the current page's part.
+                children += self.children(user, key, path)
             link = self._section_urls.get(key)
             if children or link:
                 url = link() if link else ""
@@ -84,7 +191,7 @@ class Navigation:
             icon="organization",
             children=sections,
         )
-        return root.visible_to(role)
+        return self._open(user, root, path).visible_to(role)
 
 
 navigation = Navigation()
