@@ -20,6 +20,7 @@ class RoutingGroupList(ObjectList):
     title = "Routing Groups"
     nav_key = "routing_groups"
     empty_text = "There are no routing groups."
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda g: g.name, "name", link=True),
         Column("Servers", lambda g: g.server_count, "server_count"),

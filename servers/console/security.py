@@ -33,6 +33,7 @@ def _accepted_by(credential: SmtpCredential) -> str:
 class SmtpCredentialList(ObjectList):
     title = "SMTP Credentials"
     nav_key = "smtp-credentials"
+    search_fields = ("username",)
     columns = [
         Column("User name", lambda c: c.username, "username", link=True),
         Column("Enabled", lambda c: yes_no(c.enabled), "enabled"),
@@ -170,6 +171,7 @@ class SmtpCredentialDelete(SelectsNode, DeleteConfirm):
 class CertificateList(ObjectList):
     title = "Certificates"
     nav_key = "certificates"
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda c: c.name, "name", link=True),
         Column("Subject", lambda c: c.subject, "subject"),
