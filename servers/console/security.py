@@ -21,6 +21,7 @@ from smtpadmin import throttle
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.navigation import SelectsNode
+from smtpadmin.pickers import SearchSelectMultiple
 from smtpadmin.roles import Role
 from smtpadmin.sheets import LinesField, PropertySheet, SheetForm, Tab
 
@@ -79,6 +80,7 @@ class SmtpCredentialForm(SheetForm):
         if "virtual_servers" in self.fields:
             field = self.fields["virtual_servers"]
             assert isinstance(field, forms.ModelMultipleChoiceField)
+            field.widget = SearchSelectMultiple(picker="virtual-servers", attrs=field.widget.attrs)
             field.queryset = VirtualServer.objects.select_related("server")
 
     def clean(self) -> dict[str, Any]:

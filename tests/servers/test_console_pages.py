@@ -158,9 +158,7 @@ def test_the_tree_shows_servers_and_virtual_servers_with_their_status(
     assert "status-paused" in html
     assert "disabled: address already in use" in html
     assert "running → paused" in html
-    fragment = html_of(
-        logged_in(administrator).get(f"/tree/server-{world.server.pk}-smtp/")
-    )
+    fragment = html_of(logged_in(administrator).get(f"/tree/server-{world.server.pk}-smtp/"))
     assert f'data-key="vs-{world.virtual_server.pk}"' in fragment
 
 

@@ -63,9 +63,7 @@ def test_later_pages_continue_in_order(view_only: User, connectors: list[str]) -
     assert table_names(client, "/connectors/?page=3") == connectors[PAGE_SIZE * 2 :]
 
 
-def test_a_column_sorts_the_whole_list_not_the_page(
-    view_only: User, connectors: list[str]
-) -> None:
+def test_a_column_sorts_the_whole_list_not_the_page(view_only: User, connectors: list[str]) -> None:
     client = logged_in(view_only)
     newest_first = list(reversed(connectors))
     assert table_names(client, "/connectors/?sort=name&dir=desc") == newest_first[:PAGE_SIZE]

@@ -126,6 +126,7 @@ RULES: list[tuple[str, Rule]] = [
             # the console
             "smtpadmin:organization",
             "smtpadmin:tree-children",
+            "smtpadmin:picker",
             "admin_pages:audit-log",
             "servers:server-list",
             "servers:server-new",
@@ -235,9 +236,12 @@ COLLECTIONS: dict[str, type[models.Model]] = {
     "users": User,
 }
 # Route parts that are not ids -> what to put there.
-NAMED_PARTS = {"key": "servers"}  # a tree branch's key
+NAMED_PARTS = {"key": "servers", "picker": "servers"}  # a tree branch's key, a picker's
 # Query strings an endpoint cannot answer without.
-QUERIES = {"api:routing-resolve": "?sender=someone@example.com&recipient=friend@example.net"}
+QUERIES = {
+    "api:routing-resolve": "?sender=someone@example.com&recipient=friend@example.net",
+    "smtpadmin:picker": "?name=server",
+}
 
 
 # --- the URLs --------------------------------------------------------------------------------
