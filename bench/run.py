@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import procstat
+from bench import console_scale, procstat
 from bench.clients import SENDER
 from bench.postfix import PostfixLayout, PrivatePostfix
 from bench.postfix import available as postfix_missing
@@ -499,6 +499,8 @@ class Bench:
                 if system.name in RELAYS:
                     self.attempt("idle", system, rep, partial(self.idle, system, rep))
         self.config_scale()
+        # The console's pages at 10 and 10,000 connectors (results/console_scale.json).
+        console_scale.run_isolated(self.args.results, quick=self.args.quick)
 
     def config_scale(self) -> None:
         """The acceptance rate (10 clients) with one of each (one connector, one mailbox, one
