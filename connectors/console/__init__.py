@@ -25,7 +25,7 @@ from connectors.console.simulator import RoutingSimulator
 from connectors.console.wizard import InternetMailWizard, wizard_nodes
 from connectors.models import Connector
 from servers.models import RoutingGroup
-from smtpadmin.navigation import BRANCH_LIMIT, Node, bounded, navigation
+from smtpadmin.navigation import BRANCH_LIMIT, Node, bounded, few_by, navigation
 
 CONNECTOR = re.compile(r"connector-(\d+)")
 
@@ -98,7 +98,15 @@ def tool_nodes(user: Any) -> list[Node]:
 
 navigation.register("routing_groups", routing_group_nodes, order=10)
 navigation.link_section("routing_groups", lambda: reverse("connectors:routing-groups"))
-navigation.register_branch(r"routing-group-(\d+)-connectors", group_connectors)
+navigation.register_branch(
+    r"routing-group-(\d+)-connectors",
+    group_connectors,
+    few=lambda: few_by(
+        Connector.objects.order_by("name", "pk"),
+        lambda c: f"routing-group-{c.routing_group_id}-connectors",
+        _connector_node,
+    ),
+)
 navigation.register_parent(CONNECTOR.pattern, connector_parent)
 navigation.register("tools", tool_nodes, order=10)
 navigation.register("tools", wizard_nodes, order=20)

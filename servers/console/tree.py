@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from servers.console.common import server_status, virtual_server_status
 from servers.models import Server, VirtualServer
-from smtpadmin.navigation import BRANCH_LIMIT, Node, bounded, navigation
+from smtpadmin.navigation import BRANCH_LIMIT, Node, bounded, few_by, navigation
 
 
 def recipients(user: Any) -> list[Node]:
@@ -118,7 +118,15 @@ def _virtual_server_parent(match: re.Match[str]) -> str:
 def register() -> None:
     navigation.register("recipients", recipients, order=10)
     navigation.register_branch("servers", servers)
-    navigation.register_branch(r"server-(\d+)-smtp", virtual_servers)
+    navigation.register_branch(
+        r"server-(\d+)-smtp",
+        virtual_servers,
+        few=lambda: few_by(
+            VirtualServer.objects.order_by("name", "pk"),
+            lambda vs: f"server-{vs.server_id}-smtp",
+            _virtual_server,
+        ),
+    )
     navigation.link_section("servers", lambda: reverse("servers:server-list"))
     # Server > Protocols > SMTP > virtual server > Current Sessions, upwards.
     navigation.register_parent(r"vs-(\d+)-sessions", lambda m: f"vs-{m.group(1)}")

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from connectors.models import Connector
 from servers.models import RoutingGroup, Server, VirtualServer
@@ -133,3 +135,36 @@ def test_the_fragment_needs_a_role(outsider: User) -> None:
     assert logged_in(outsider).get("/tree/servers/").status_code == 403
     response = Client().get("/tree/servers/")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_small_organization_opens_every_container_as_before(
+    view_only: User, many_connectors: Callable[[int], list[Connector]]
+) -> None:
+    connectors = many_connectors(3)
+    group = RoutingGroup.first()
+    html = logged_in(view_only).get("/").content.decode()
+    assert connector_nodes(html) == [f"connector-{c.pk}" for c in connectors]
+    assert f'data-key="routing-group-{group.pk}-connectors" aria-expanded="true"' in html
+    assert "hx-get" not in html
+
+
+def test_a_page_costs_the_same_queries_with_many_connectors(
+    view_only: User, many_connectors: Callable[[int], list[Connector]]
+) -> None:
+    client = logged_in(view_only)
+    many_connectors(BRANCH_LIMIT + 1)
+    client.get("/")
+
+    def queries(url: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    last = Connector.objects.order_by("name").last()
+    assert last is not None
+    before = (queries("/"), queries(f"/connectors/{last.pk}/"))
+    group = RoutingGroup.first()
+    Connector.objects.bulk_create(
+        Connector(name=f"d{n:04d}", routing_group=group) for n in range(500)
+    )
+    assert (queries("/"), queries(f"/connectors/{last.pk}/")) == before
