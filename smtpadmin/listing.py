@@ -148,6 +148,16 @@ def page_of(queryset: models.QuerySet[Any], query: Mapping[str, Any], size: int)
     return paginator.page(wanted if 1 <= wanted <= paginator.num_pages else 1)
 
 
+SHOWN_ON_DELETE = 50  # entries of each list a delete confirmation shows
+
+
+def at_most_shown(items: list[str]) -> list[str]:
+    """The first SHOWN_ON_DELETE entries, then how many more there are."""
+    if len(items) <= SHOWN_ON_DELETE:
+        return items
+    return [*items[:SHOWN_ON_DELETE], f"… and {len(items) - SHOWN_ON_DELETE} more"]
+
+
 def _kind(model: type[models.Model]) -> str:
     return str(model._meta.verbose_name).title()
 
@@ -195,9 +205,9 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         return super().get_context_data(
             object=instance,
             kind=instance._meta.verbose_name,
-            also=also,
-            links=self.links(instance),
-            blocked=blocked,
+            also=at_most_shown(also),
+            links=at_most_shown(self.links(instance)),
+            blocked=at_most_shown(blocked),
             problem=problem,
             can_delete=self.can_write and not blocked and not problem,
             can_write=self.can_write,

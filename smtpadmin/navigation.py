@@ -25,7 +25,7 @@ from django.urls import reverse
 
 from smtpadmin.roles import Role, role_of
 
-BRANCH_LIMIT = 50  # children a branch shows; the rest are behind "More…"
+BRANCH_LIMIT = 25  # children a branch shows; the rest are behind "More…"
 
 
 @dataclass

@@ -54,8 +54,7 @@ def _virtual_server(vs: VirtualServer) -> Node:
     )
 
 
-def _server(server: Server) -> Node:
-    status, text = server_status(server)
+def _protocols(server: Server) -> Node:
     smtp = Node(
         key=f"server-{server.pk}-smtp",
         label="SMTP",
@@ -63,12 +62,17 @@ def _server(server: Server) -> Node:
         icon="protocol",
         branch=True,
     )
-    protocols = Node(
+    return Node(
         key=f"server-{server.pk}-protocols",
         label="Protocols",
         url=reverse("servers:protocols", args=[server.pk]),
         children=[smtp],
     )
+
+
+def _server(server: Server) -> Node:
+    """A server, a branch: Protocols > SMTP load when it is opened (one line while closed)."""
+    status, text = server_status(server)
     return Node(
         key=f"server-{server.pk}",
         label=server.name,
@@ -76,8 +80,13 @@ def _server(server: Server) -> Node:
         icon="server",
         status=status,
         status_text=text,
-        children=[protocols],
+        branch=True,
     )
+
+
+def server_children(user: Any, match: re.Match[str], path: frozenset[str]) -> list[Node]:
+    server = Server.objects.filter(pk=int(match.group(1))).first()
+    return [_protocols(server)] if server else []
 
 
 def _numbers(prefix: str, path: frozenset[str]) -> list[int]:
@@ -118,6 +127,13 @@ def _virtual_server_parent(match: re.Match[str]) -> str:
 def register() -> None:
     navigation.register("recipients", recipients, order=10)
     navigation.register_branch("servers", servers)
+    navigation.register_branch(
+        r"server-(\d+)",
+        server_children,
+        few=lambda: few_by(
+            Server.objects.order_by("name", "pk"), lambda s: f"server-{s.pk}", _protocols
+        ),
+    )
     navigation.register_branch(
         r"server-(\d+)-smtp",
         virtual_servers,

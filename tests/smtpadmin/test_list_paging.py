@@ -14,8 +14,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from connectors.models import Connector
-from servers.models import AcceptedDomain, Mailbox, RoutingGroup
-from smtpadmin.listing import PAGE_SIZE
+from servers.models import AcceptedDomain, Mailbox, RoutingGroup, Server, VirtualServer
+from smtpadmin.listing import PAGE_SIZE, SHOWN_ON_DELETE
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +144,31 @@ def test_mailboxes_are_paged_and_searched(view_only: User) -> None:
     assert f"1–{PAGE_SIZE} of {COUNT}." in html
     html = client.get("/servers/mailboxes/?q=user0150").content.decode()
     assert "user0150@example.com" in html and "user0151@example.com" not in html
+
+
+def test_the_routing_groups_count_servers_and_connectors(
+    view_only: User, connectors: list[str]
+) -> None:
+    group = RoutingGroup.first()
+    other = RoutingGroup.objects.create(name="Other Group")
+    for n in range(3):
+        Server.objects.create(name=f"s{n}", routing_group=group)
+    Server.objects.create(name="lone", routing_group=other)
+    html = logged_in(view_only).get("/connectors/routing-groups/?sort=connector_count")
+    rows = re.findall(
+        r"<tr><td><a [^>]+>([^<]+)</a></td><td>(\d+)</td><td>(\d+)</td>", html.content.decode()
+    )
+    assert rows == [("Other Group", "1", "0"), (group.name, "3", str(COUNT))]
+
+
+def test_a_delete_confirmation_shows_the_first_of_many_dependents(
+    administrator: User, connectors: list[str]
+) -> None:
+    server = Server.objects.create(name="mx", routing_group=RoutingGroup.first())
+    vs = VirtualServer.objects.create(server=server, name="Listener", port=25)
+    for connector in Connector.objects.all():
+        connector.bridgeheads.add(vs)
+    html = logged_in(administrator).get(f"/servers/virtual-servers/{vs.pk}/delete/")
+    text = html.content.decode()
+    assert len(re.findall(r"<li>[^<]*conn-\d+ \(bridgehead\)</li>", text)) == SHOWN_ON_DELETE
+    assert f"<li>… and {COUNT - SHOWN_ON_DELETE} more</li>" in text
