@@ -110,7 +110,7 @@ def test_the_search_answers_matching_checkboxes_without_the_chosen_ones(
     chosen = many[0]
     response = client.get(
         "/pickers/virtual-servers/",
-        {"name": "bridgeheads", "kind": "checkbox", "q": "VS-000", "bridgeheads": chosen.pk},
+        {"name": "bridgeheads", "kind": "checkbox", "q": "VS-000", "bridgeheads": str(chosen.pk)},
     )
     assert response.status_code == 200
     html = response.content.decode()
@@ -141,7 +141,7 @@ def test_the_search_as_options_keeps_the_selected_one(
     chosen = many[-1]
     html = logged_in(view_only).get(
         "/pickers/virtual-servers/",
-        {"name": "virtual_server", "q": "vs-0001", "virtual_server": chosen.pk, "blank": "1"},
+        {"name": "virtual_server", "q": "vs-0001", "virtual_server": str(chosen.pk), "blank": "1"},
     )
     text = html.content.decode()
     assert text.startswith('<option value="">—</option>')
