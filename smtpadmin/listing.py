@@ -20,7 +20,7 @@ from django.views.generic import TemplateView
 from smtpadmin import audit
 from smtpadmin.access import RoleRequiredMixin
 
-PAGE_SIZE = 100  # rows of a list page unless ?size= asks for one of PAGE_SIZES
+PAGE_SIZE = 50  # rows of a list page unless ?size= asks for one of PAGE_SIZES
 PAGE_SIZES = (25, 50, 100, 200, 500)
 MAX_QUERY = 200  # characters of a search that are used
 
@@ -198,9 +198,13 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         """Links that disappear with the object (a connector's bridgehead, say)."""
         return []
 
+    def dependents(self, instance: models.Model) -> tuple[list[str], list[str]]:
+        """What goes with ``instance`` and what blocks its deletion (see ``dependents``)."""
+        return dependents(instance)
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         instance = self.get_object()
-        also, blocked = dependents(instance)
+        also, blocked = self.dependents(instance)
         problem = self.problem(instance)
         return super().get_context_data(
             object=instance,
@@ -219,7 +223,7 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         instance = self.get_object()
-        _also, blocked = dependents(instance)
+        _also, blocked = self.dependents(instance)
         problem = self.problem(instance)
         if blocked or problem:
             return self.render_to_response(self.get_context_data(), status=409)
