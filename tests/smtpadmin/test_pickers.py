@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from connectors.models import Connector
-from servers.models import RoutingGroup, Server, VirtualServer
+from servers.models import RoutingGroup, Server, SmtpCredential, VirtualServer
 from smtpadmin.pickers import PICKER_LIMIT, RESULTS
 from tests.html_forms import form_data, values
 
@@ -184,3 +184,21 @@ def test_the_search_needs_a_role(outsider: User) -> None:
     assert logged_in(outsider).get("/pickers/servers/?name=a").status_code == 403
     response = Client().get("/pickers/servers/?name=a")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_credential_with_many_virtual_servers_searches_them(
+    administrator: User, many: list[VirtualServer]
+) -> None:
+    credential = SmtpCredential(username="app")
+    credential.set_password("app secret 1")
+    credential.save()
+    credential.virtual_servers.set([many[3]])
+    client = logged_in(administrator)
+    url = f"/servers/smtp-credentials/{credential.pk}/"
+    html = client.get(url).content.decode()
+    assert "/pickers/virtual-servers/?name=virtual_servers&amp;kind=option" in html
+    assert re.findall(r'<option value="(\d+)"', html) == [str(many[3].pk)]
+    data = form_data(html)
+    data["virtual_servers"] = [str(many[3].pk), str(many[-1].pk)]
+    assert client.post(url, data).status_code == 302
+    assert set(credential.virtual_servers.all()) == {many[3], many[-1]}
