@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, queue_scale
+from bench import console_scale, procstat, queue_scale
 from bench.clients import SENDER
 from bench.depth import DepthSampler
 from bench.postfix import PostfixLayout, PrivatePostfix
@@ -537,6 +537,8 @@ class Bench:
                 if system.name in RELAYS:
                     self.attempt("idle", system, rep, partial(self.idle, system, rep))
         self.config_scale()
+        # The console's pages at 10 and 10,000 connectors (results/console_scale.json).
+        console_scale.run_isolated(self.args.results, quick=self.args.quick)
         self.queue_scale()
 
     def queue_scale(self) -> None:

@@ -16,6 +16,7 @@ from django.utils.safestring import mark_safe
 from connectors.models import Connector, ScheduleMode, check_address_spaces
 from connectors.snapshot import PRIORITIES
 from servers.models import VirtualServer
+from smtpadmin.pickers import SearchCheckboxes, SearchSelect
 from smtpadmin.sheets import LinesField, SheetForm, SheetPart
 from smtpadmin.validators import SCHEDULE_SLOTS, SCHEDULE_SLOTS_PER_DAY, normalize_address
 
@@ -201,7 +202,7 @@ class ConnectorForm(SheetForm):
     )
     bridgeheads = BridgeheadChoiceField(
         queryset=VirtualServer.objects.select_related("server").order_by("server__name", "name"),
-        widget=forms.CheckboxSelectMultiple,
+        widget=SearchCheckboxes(picker="virtual-servers"),
         label="Local bridgeheads",
         help_text="The virtual servers that send over this connector; several share the load "
         "and take over from each other.",
@@ -332,6 +333,7 @@ class SimulatorForm(forms.Form):
     system = forms.BooleanField(required=False, label="System message (DSN/NDR)")
     virtual_server = forms.ModelChoiceField(
         queryset=VirtualServer.objects.select_related("server").order_by("id"),
+        widget=SearchSelect(picker="virtual-servers"),
         required=False,
         empty_label="(the first virtual server)",
         label="Arrives on virtual server",

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.urls import path, reverse
 
-from smtpadmin import views
+from smtpadmin import pickers, views
 from smtpadmin.models import Organization
 from smtpadmin.navigation import Node, navigation
 from smtpadmin.sheets import PropertySheet, Tab
@@ -63,4 +63,6 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
     path("", OrganizationSheet.as_view(), name="organization"),
+    path("tree/<slug:key>/", views.TreeChildren.as_view(), name="tree-children"),
+    path("pickers/<slug:picker>/", pickers.PickerSearch.as_view(), name="picker"),
 ]

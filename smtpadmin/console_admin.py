@@ -225,6 +225,7 @@ class UsersOnly(RoleRequiredMixin):
 class UserList(UsersOnly, ObjectList):
     title = "Users and Roles"
     nav_key = "users-and-roles"
+    search_fields = ("username", "first_name", "last_name", "email")
     columns = [
         Column("User name", lambda u: u.username, "username", link=True),
         Column("Name", lambda u: u.get_full_name(), "last_name"),

@@ -1,27 +1,17 @@
-"""Template context for every console page: the tree for this user and their role."""
+"""Template context for every console page: the user's role (the tree is rendered by the
+``console_tree`` tag, which knows the page's node)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.http import HttpRequest
-from django.urls import reverse
 
-from smtpadmin.models import Organization
-from smtpadmin.navigation import navigation
-from smtpadmin.roles import Role, role_of
+from smtpadmin.roles import role_of
 
 
 def console(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or request.path.startswith("/api/"):
         return {}
-    role = role_of(user)
-    if role is Role.NONE:
-        return {"role": role}
-    return {
-        "role": role,
-        "nav_tree": navigation.tree(
-            user, Organization.get().name, reverse("smtpadmin:organization")
-        ),
-    }
+    return {"role": role_of(user)}

@@ -1,13 +1,15 @@
-"""The right pane's contents list (sortable columns, "New" actions) and delete with a
-confirmation that shows what depends on the object."""
+"""The right pane's contents list (columns sorted, rows searched and paged on the server, so a
+list of 10,000 connectors costs one page; "New" actions) and delete with a confirmation that
+shows what depends on the object."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.contrib import messages
+from django.core.paginator import Page, Paginator
 from django.db import models, router
 from django.db.models import ProtectedError
 from django.db.models.deletion import Collector
@@ -17,6 +19,10 @@ from django.views.generic import TemplateView
 
 from smtpadmin import audit
 from smtpadmin.access import RoleRequiredMixin
+
+PAGE_SIZE = 50  # rows of a list page unless ?size= asks for one of PAGE_SIZES
+PAGE_SIZES = (25, 50, 100, 200, 500)
+MAX_QUERY = 200  # characters of a search that are used
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class ObjectList(RoleRequiredMixin, TemplateView):
     nav_key: ClassVar[str] = ""
     columns: ClassVar[list[Column]]
     empty_text: ClassVar[str] = "There are no items to show in this view."
+    # Fields ``?q=`` searches (case-insensitive, contained); none: no search box.
+    search_fields: ClassVar[tuple[str, ...]] = ()
 
     def get_queryset(self) -> models.QuerySet[Any]:
         raise NotImplementedError
@@ -60,13 +68,31 @@ class ObjectList(RoleRequiredMixin, TemplateView):
         return []
 
     def sorted_queryset(self) -> tuple[models.QuerySet[Any], str, str]:
+        """The rows of the page asked for: searched, sorted and one page long. Query
+        parameters that are not valid (an unknown column, a page that does not exist) are
+        ignored: the first page, in the list's own order."""
         queryset = self.get_queryset()
+        query = self.search_query()
+        if query and self.search_fields:
+            match = models.Q()
+            for name in self.search_fields:
+                match |= models.Q(**{f"{name}__icontains": query})
+            queryset = queryset.filter(match)
         sort = self.request.GET.get("sort", "")
         direction = "desc" if self.request.GET.get("dir") == "desc" else "asc"
         keys = {c.order_by for c in self.columns if c.order_by}
         if sort in keys:
             queryset = queryset.order_by(f"{'-' if direction == 'desc' else ''}{sort}", "pk")
-        return queryset, sort, direction
+        elif not queryset.ordered:
+            queryset = queryset.order_by("pk")
+        self.page = page_of(queryset, self.request.GET, self.page_size())
+        return self.page.object_list, sort, direction  # type: ignore[return-value]
+
+    def search_query(self) -> str:
+        return str(self.request.GET.get("q", ""))[:MAX_QUERY].strip()
+
+    def page_size(self) -> int:
+        return number(self.request.GET.get("size"), PAGE_SIZES, PAGE_SIZE)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         queryset, sort, direction = self.sorted_queryset()
@@ -96,8 +122,40 @@ class ObjectList(RoleRequiredMixin, TemplateView):
             has_row_actions=any(row["actions"] for row in rows),
             actions=self.actions() if self.can_write else [],
             empty_text=self.empty_text,
+            page=self.page,
+            searchable=bool(self.search_fields),
+            query=self.search_query(),
             **kwargs,
         )
+
+
+def number(value: Any, allowed: Sequence[int], default: int) -> int:
+    """``value`` as one of the ``allowed`` numbers, else ``default``."""
+    try:
+        chosen = int(str(value))
+    except ValueError:
+        return default
+    return chosen if chosen in allowed else default
+
+
+def page_of(queryset: models.QuerySet[Any], query: Mapping[str, Any], size: int) -> Page:
+    """The page ``?page=`` asks for; the first page when it is not a page number there is."""
+    paginator = Paginator(queryset, size)
+    try:
+        wanted = int(str(query.get("page", "1")))
+    except ValueError:
+        wanted = 1
+    return paginator.page(wanted if 1 <= wanted <= paginator.num_pages else 1)
+
+
+SHOWN_ON_DELETE = 50  # entries of each list a delete confirmation shows
+
+
+def at_most_shown(items: list[str]) -> list[str]:
+    """The first SHOWN_ON_DELETE entries, then how many more there are."""
+    if len(items) <= SHOWN_ON_DELETE:
+        return items
+    return [*items[:SHOWN_ON_DELETE], f"… and {len(items) - SHOWN_ON_DELETE} more"]
 
 
 def _kind(model: type[models.Model]) -> str:
@@ -140,16 +198,20 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         """Links that disappear with the object (a connector's bridgehead, say)."""
         return []
 
+    def dependents(self, instance: models.Model) -> tuple[list[str], list[str]]:
+        """What goes with ``instance`` and what blocks its deletion (see ``dependents``)."""
+        return dependents(instance)
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         instance = self.get_object()
-        also, blocked = dependents(instance)
+        also, blocked = self.dependents(instance)
         problem = self.problem(instance)
         return super().get_context_data(
             object=instance,
             kind=instance._meta.verbose_name,
-            also=also,
-            links=self.links(instance),
-            blocked=blocked,
+            also=at_most_shown(also),
+            links=at_most_shown(self.links(instance)),
+            blocked=at_most_shown(blocked),
             problem=problem,
             can_delete=self.can_write and not blocked and not problem,
             can_write=self.can_write,
@@ -161,7 +223,7 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         instance = self.get_object()
-        _also, blocked = dependents(instance)
+        _also, blocked = self.dependents(instance)
         problem = self.problem(instance)
         if blocked or problem:
             return self.render_to_response(self.get_context_data(), status=409)

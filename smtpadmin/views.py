@@ -1,4 +1,4 @@
-"""Console pages of the core: login / logout with throttling, the organization page."""
+"""Console pages of the core: login / logout with throttling, the console tree's branches."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from django.contrib.auth import logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.generic import TemplateView
 
 from smtpadmin import throttle
+from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.clients import client_address
+from smtpadmin.navigation import navigation
 
 CONSOLE = throttle.Scope.CONSOLE
 
@@ -73,3 +76,18 @@ def logout_view(request: HttpRequest) -> HttpResponse:
         messages.info(request, "You have logged out.")
         return redirect("smtpadmin:login")
     return render(request, "smtpadmin/logout.html", status=405 if request.method != "GET" else 200)
+
+
+class TreeChildren(RoleRequiredMixin, TemplateView):
+    """The children of a tree branch, as list items for the branch's group (the htmx request
+    of its twisty); 404 for a key no branch has."""
+
+    template_name = "smtpadmin/tree_children.html"
+    http_method_names = ["get", "head", "options"]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            nodes = navigation.children(self.request.user, self.kwargs["key"])
+        except KeyError:
+            raise Http404("No such branch in the console tree.") from None
+        return super().get_context_data(nodes=nodes, **kwargs)

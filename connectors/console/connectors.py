@@ -39,6 +39,7 @@ class ConnectorList(SelectsNode, ObjectList):
     title = "Connectors"
     nav_key = "routing_groups"
     empty_text = "There are no connectors."
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda c: c.name, "name", link=True),
         Column("Address spaces (cost)", _spaces),

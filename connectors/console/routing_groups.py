@@ -5,21 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
-from django.db.models import Count
+from django.db.models import Func, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from servers.models import RoutingGroup
+from connectors.models import Connector
+from servers.models import RoutingGroup, Server
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.navigation import SelectsNode
 from smtpadmin.roles import Role
 from smtpadmin.sheets import PropertySheet, Tab
 
 
+def _count(model: type[models.Model], field: str) -> Any:
+    rows = model._default_manager.filter(**{field: OuterRef("pk")}).order_by().values(field)
+    return Coalesce(Subquery(rows.annotate(n=Func("pk", function="COUNT")).values("n")), 0)
+
+
 class RoutingGroupList(ObjectList):
     title = "Routing Groups"
     nav_key = "routing_groups"
     empty_text = "There are no routing groups."
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda g: g.name, "name", link=True),
         Column("Servers", lambda g: g.server_count, "server_count"),
@@ -28,9 +36,11 @@ class RoutingGroupList(ObjectList):
     ]
 
     def get_queryset(self) -> models.QuerySet[Any]:
+        # A count each, not one join of servers x connectors (a million rows for 100 servers
+        # and 10,000 connectors).
         return RoutingGroup.objects.annotate(
-            server_count=Count("servers", distinct=True),
-            connector_count=Count("connectors", distinct=True),
+            server_count=_count(Server, "routing_group"),
+            connector_count=_count(Connector, "routing_group"),
         ).order_by("name")
 
     def object_url(self, obj: Any) -> str:
@@ -38,6 +48,9 @@ class RoutingGroupList(ObjectList):
 
     def actions(self) -> list[Action]:
         return [Action("New Routing Group", reverse("connectors:routing-group-new"))]
+
+
+SHOWN = 50  # connector names on a group's sheet; its Connectors container lists them all
 
 
 class RoutingGroupSheet(SelectsNode, PropertySheet):
@@ -52,7 +65,14 @@ class RoutingGroupSheet(SelectsNode, PropertySheet):
             servers = ", ".join(s.name for s in instance.servers.order_by("name"))
             return "Member servers", servers
         if name == "connector_names":
-            return "Connectors", ", ".join(c.name for c in instance.connectors.order_by("name"))
+            names = list(
+                instance.connectors.order_by("name").values_list("name", flat=True)[:SHOWN]
+            )
+            text = ", ".join(names)
+            if len(names) == SHOWN:
+                more = instance.connectors.count() - SHOWN
+                text += f" and {more} more" if more > 0 else ""
+            return "Connectors", text
         return super().readonly_value(instance, name)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -84,6 +104,15 @@ class RoutingGroupDelete(SelectsNode, DeleteConfirm):
     """A group with servers or connectors cannot go (they hold it with PROTECT)."""
 
     model = RoutingGroup
+
+    def dependents(self, instance: Any) -> tuple[list[str], list[str]]:
+        # Its servers and connectors block it: named from two queries of names, not by the
+        # deletion collector, which would load each of 10,000 connectors.
+        servers = instance.servers.values_list("name", flat=True)
+        connectors = instance.connectors.values_list("name", flat=True)
+        blocked = [f"Server: {name}" for name in servers]
+        blocked += [f"Connector: {name}" for name in connectors]
+        return ([], sorted(blocked)) if blocked else super().dependents(instance)
 
     def success_url(self, instance: Any) -> str:
         return reverse("connectors:routing-groups")

@@ -3,7 +3,15 @@ nodes in the console tree."""
 
 from django.urls import path
 
-from servers.console import recipients, security, sessions, topology, tree, virtual_servers
+from servers.console import (
+    pickers,
+    recipients,
+    security,
+    sessions,
+    topology,
+    tree,
+    virtual_servers,
+)
 
 app_name = "servers"
 
@@ -101,3 +109,4 @@ urlpatterns = [
 ]
 
 tree.register()
+pickers.register_pickers()

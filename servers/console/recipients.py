@@ -20,6 +20,7 @@ from smtpadmin.sheets import PropertySheet, SheetForm, Tab
 class AcceptedDomainList(ObjectList):
     title = "Accepted Domains"
     nav_key = "accepted-domains"
+    search_fields = ("domain",)
     columns = [
         Column("Domain", lambda d: d.domain, "domain", link=True),
         Column("Type", lambda d: d.get_type_display(), "type"),
@@ -105,6 +106,7 @@ class AcceptedDomainDelete(SelectsNode, DeleteConfirm):
 class MailboxList(ObjectList):
     title = "Mailboxes"
     nav_key = "mailboxes"
+    search_fields = ("address",)
     columns = [
         Column("Address", lambda m: m.address, "address", link=True),
         Column("Display name", lambda m: m.display_name, "display_name"),

@@ -21,6 +21,7 @@ from smtpadmin import throttle
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.navigation import SelectsNode
+from smtpadmin.pickers import SearchSelectMultiple
 from smtpadmin.roles import Role
 from smtpadmin.sheets import LinesField, PropertySheet, SheetForm, Tab
 
@@ -33,6 +34,7 @@ def _accepted_by(credential: SmtpCredential) -> str:
 class SmtpCredentialList(ObjectList):
     title = "SMTP Credentials"
     nav_key = "smtp-credentials"
+    search_fields = ("username",)
     columns = [
         Column("User name", lambda c: c.username, "username", link=True),
         Column("Enabled", lambda c: yes_no(c.enabled), "enabled"),
@@ -78,6 +80,7 @@ class SmtpCredentialForm(SheetForm):
         if "virtual_servers" in self.fields:
             field = self.fields["virtual_servers"]
             assert isinstance(field, forms.ModelMultipleChoiceField)
+            field.widget = SearchSelectMultiple(picker="virtual-servers", attrs=field.widget.attrs)
             field.queryset = VirtualServer.objects.select_related("server")
 
     def clean(self) -> dict[str, Any]:
@@ -170,6 +173,7 @@ class SmtpCredentialDelete(SelectsNode, DeleteConfirm):
 class CertificateList(ObjectList):
     title = "Certificates"
     nav_key = "certificates"
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda c: c.name, "name", link=True),
         Column("Subject", lambda c: c.subject, "subject"),

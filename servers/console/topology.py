@@ -25,6 +25,7 @@ class ServerList(ObjectList):
     title = "Servers"
     nav_key = "servers"
     empty_text = "No servers yet. A server appears when its relay worker first starts."
+    search_fields = ("name", "fqdn")
     columns = [
         Column("Name", lambda s: s.name, "name", link=True),
         Column("FQDN", lambda s: s.fqdn, "fqdn"),
@@ -143,6 +144,7 @@ class SmtpContainer(ServerChild, ObjectList):
     """The SMTP container of a server: its virtual servers, with Start / Stop / Pause."""
 
     empty_text = "This server has no SMTP virtual servers."
+    search_fields = ("name",)
     columns = [
         Column("Name", lambda v: v.name, "name", link=True),
         Column("Binding", binding, "port"),

@@ -81,3 +81,8 @@ document.addEventListener("click", (event) => {
     useCustom(grid);
   });
 })();
+
+// A picker's search box is inside the sheet's form: Enter searches (htmx), never submits.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.closest("[data-picker-search]")) event.preventDefault();
+});

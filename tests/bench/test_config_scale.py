@@ -4,6 +4,7 @@ with every benchmark, nothing here looks at the speed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -97,3 +98,39 @@ def test_the_config_scale_bench_runs_and_reports_ratios() -> None:
         completed.stdout,
         re.M,
     ), output
+
+
+def test_the_console_scale_bench_times_every_console_page(tmp_path: Path) -> None:
+    figures = tmp_path / "console.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "console_scale.py"),
+            "--levels",
+            "2,12",
+            "--quick",
+            "--json",
+            str(figures),
+            "--database-url",
+            "",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+
+    assert completed.returncode == 0, output
+    assert re.search(
+        r"^ratio 12 / 2 connectors: median over pages x\d+\.\d+", completed.stdout, re.M
+    )
+    result = json.loads(figures.read_text())
+    assert result["levels"] == [2, 12]
+    # The tree's branch, the connector's sheet (a sample object), a list, the organization.
+    for page in ("smtpadmin:tree-children", "connectors:connector", "connectors:connectors"):
+        assert page in result["pages"], sorted(result["pages"])
+    sheet = result["pages"]["connectors:connector"]["levels"]["12"]
+    assert sheet["status"] == 200 and sheet["size_bytes"] > 0 and sheet["median_ms"] > 0
+    assert re.fullmatch(r"/connectors/\d+/", sheet["url"])

@@ -118,7 +118,9 @@ def test_an_unknown_connector_is_a_404(administrator: User, topology: Topology) 
 def test_the_tree_shows_each_routing_group_its_connectors_and_the_simulator(
     view_only: User, topology: Topology
 ) -> None:
-    html = logged_in(view_only).get("/connectors/").content.decode()
+    # The Connectors container opens (its connectors listed) on its own page.
+    container = f"/connectors/routing-groups/{topology.group.pk}/connectors/"
+    html = logged_in(view_only).get(container).content.decode()
     assert f'data-key="routing-group-{topology.group.pk}"' in html
     assert f'data-key="routing-group-{topology.group.pk}-connectors"' in html
     assert f'data-key="connector-{topology.internet.pk}"' in html
@@ -128,7 +130,7 @@ def test_the_tree_shows_each_routing_group_its_connectors_and_the_simulator(
 
 def test_a_disabled_connector_has_a_badge_in_the_tree(view_only: User, topology: Topology) -> None:
     Connector.objects.filter(pk=topology.internet.pk).update(enabled=False)
-    html = logged_in(view_only).get("/connectors/").content.decode()
+    html = logged_in(view_only).get(f"/connectors/{topology.internet.pk}/").content.decode()
     assert 'class="status status-disabled"' in html
 
 

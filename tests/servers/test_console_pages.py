@@ -151,11 +151,15 @@ def test_the_tree_shows_servers_and_virtual_servers_with_their_status(
     assert 'class="status status-running" title="Running"' in html
     assert 'class="status status-not_responding" title="Not responding"' in html
     assert 'class="status status-never_seen" title="Never seen"' in html
-    assert ">Protocols</a>" in html and ">SMTP</a>" in html and ">Current Sessions</a>" in html
-    assert f'data-key="vs-{world.virtual_server.pk}"' in html
+    assert ">Protocols</a>" in html and ">SMTP</a>" in html
+    # A server's SMTP container is a branch: open on its own page, and on request.
+    html = html_of(logged_in(administrator).get(f"/servers/{stale.pk}/smtp/"))
+    assert ">Current Sessions</a>" in html
     assert "status-paused" in html
     assert "disabled: address already in use" in html
     assert "running → paused" in html
+    fragment = html_of(logged_in(administrator).get(f"/tree/server-{world.server.pk}-smtp/"))
+    assert f'data-key="vs-{world.virtual_server.pk}"' in fragment
 
 
 def test_the_tree_costs_the_same_queries_however_many_servers(

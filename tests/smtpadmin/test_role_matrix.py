@@ -126,6 +126,8 @@ RULES: list[tuple[str, Rule]] = [
         for key in (
             # the console
             "smtpadmin:organization",
+            "smtpadmin:tree-children",
+            "smtpadmin:picker",
             "admin_pages:audit-log",
             "servers:server-list",
             "servers:server-new",
@@ -239,8 +241,13 @@ COLLECTIONS: dict[str, type[models.Model]] = {
     "audit-log": AuditEntry,
     "users": User,
 }
+# Route parts that are not ids -> what to put there.
+NAMED_PARTS = {"key": "servers", "picker": "servers"}  # a tree branch's key, a picker's
 # Query strings an endpoint cannot answer without.
-QUERIES = {"api:routing-resolve": "?sender=someone@example.com&recipient=friend@example.net"}
+QUERIES = {
+    "api:routing-resolve": "?sender=someone@example.com&recipient=friend@example.net",
+    "smtpadmin:picker": "?name=server",
+}
 
 
 # --- the URLs --------------------------------------------------------------------------------
@@ -390,6 +397,9 @@ def fill(route: str, world: dict[type[models.Model], models.Model]) -> str:
     for index, part in enumerate(parts):
         match = re.fullmatch(r"<(\w+)>", part)
         if not match:
+            continue
+        if match.group(1) in NAMED_PARTS:
+            parts[index] = NAMED_PARTS[match.group(1)]
             continue
         collection = parts[index - 1] if index else ""
         if match.group(1) in ("group",):

@@ -21,6 +21,7 @@ from connectors.console.wizard.relay import (
 )
 from connectors.models import Connector, check_address_spaces
 from servers.models import AcceptedDomain, Server, VirtualServer
+from smtpadmin.pickers import SearchSelect
 from smtpadmin.sheets import LinesField
 from smtpadmin.validators import normalize_domain_pattern
 
@@ -57,12 +58,15 @@ class ServerStep(StepForm):
         "records pointing to it, and firewalls must let TCP port 25 through."
     )
     server = forms.ModelChoiceField(
-        queryset=Server.objects.order_by("name"), empty_label="Choose a server…"
+        queryset=Server.objects.order_by("name"),
+        empty_label="Choose a server…",
+        widget=SearchSelect(picker="servers"),
     )
     virtual_server = VirtualServerField(
         queryset=VirtualServer.objects.select_related("server").order_by("server__name", "name"),
         label="SMTP virtual server",
         empty_label="Choose a virtual server…",
+        widget=SearchSelect(picker="virtual-servers"),
     )
     close_relay = forms.BooleanField(
         required=False, label="Close relay on this virtual server as part of the wizard"
