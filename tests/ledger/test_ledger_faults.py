@@ -250,8 +250,10 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
 
 
 def fill(disk: Path) -> Path:
+    """Writes the disk's filler (made empty before any mail) until the disk is full. The file
+    exists already because creating one can itself fail with ENOSPC while the relay writes."""
     filler = disk / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
+    with filler.open("ab") as out, contextlib.suppress(OSError):
         while True:
             out.write(b"\0" * 65536)
             out.flush()
@@ -265,6 +267,7 @@ def test_f_a_full_maildir_disk_defers_and_delivers_exactly_once_when_space_retur
     count = message_count(size)
     # Room for every local message (a 4 KB page each, twice over) once the filler is gone.
     disk = small_disk(1024 + 8 * (count // LOCAL_EVERY + 1))
+    (disk / "filler").touch()
     rig = ledger_rig(drop=disk / "maildrop")
     relay = rig.start_relay()
     rig.worker()

@@ -147,7 +147,8 @@ def test_parallel_workers_never_open_more_connections_than_the_limits(
         pytest.skip("concurrent writers need PostgreSQL (SQLite serialises them anyway)")
     count = 40
     mx = sink()
-    mx.stall_at("DATA", 0.05)  # connections last long enough to overlap
+    # Connections last long enough that more workers than the limit would overlap without it.
+    mx.stall_at("DATA", 0.2)
     outbound.connector("Partner", [("example.org", 1)], mx.smart_host)
     outbound.configure(messages_per_connection=4, **limits)
     queue = fill(outbound, count)
@@ -165,7 +166,7 @@ def test_parallel_workers_never_open_more_connections_than_the_limits(
             close_old_connections()
             connection.close()
 
-    threads = [TestThread(work, f"worker-{n}/1") for n in range(5)]
+    threads = [TestThread(work, f"worker-{n}/1") for n in range(8)]
     for thread in threads:
         thread.start()
     finish_all(threads, 120)
