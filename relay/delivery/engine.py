@@ -162,9 +162,16 @@ def asynchronous_commits() -> None:
     server itself (not of a worker) within a fraction of a second: the outcomes of that
     moment roll back, whole (a failure with its DSN, a move with its rows), and the mail is
     sent again: a duplicate, never a loss. Intake, which accepts mail, commits as before."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO off")
+    if connection.vendor != "postgresql":
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    if getattr(raw, "smtpadmin_async_commit", False):
+        return  # set for this connection already: a session setting lasts as long as it does
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    # Inside a transaction the setting would end with a rollback: only a committed one counts.
+    raw.smtpadmin_async_commit = not connection.in_atomic_block
 
 
 def _usable(

@@ -69,63 +69,42 @@ def test_fill_again_adds_only_the_difference() -> None:
     assert len(set(Mailbox.objects.values_list("address", flat=True))) == 8
 
 
-def test_the_config_scale_bench_runs_and_reports_ratios() -> None:
+def run_script(name: str, *args: str, timeout: float) -> tuple[str, str]:
+    """Runs ``bench/<name>`` on a throw-away SQLite database; its stdout, and the whole
+    output for assertion messages (the script must exit 0)."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "config_scale.py"),
-            "--levels",
-            "2,20",
-            "--mailboxes",
-            "30",
-            "--virtual-servers",
-            "4",
-            "--quick",
-            "--database-url",
-            "",
-        ],
+        [sys.executable, str(ROOT / "bench" / name), *args, "--quick", "--database-url", ""],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     output = f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
-
     assert completed.returncode == 0, output
+    return completed.stdout, output
+
+
+def test_the_config_scale_bench_runs_and_reports_ratios() -> None:
+    stdout, output = run_script(
+        "config_scale.py",
+        *["--levels", "2,20", "--mailboxes", "30", "--virtual-servers", "4"],
+        timeout=180,
+    )
+
     assert re.search(
         r"^ratio to 2 connectors at 20: resolve \d+\.\d+, API \d+\.\d+, loader pass \d+\.\d+",
-        completed.stdout,
+        stdout,
         re.M,
     ), output
 
 
 def test_the_console_scale_bench_times_every_console_page(tmp_path: Path) -> None:
     figures = tmp_path / "console.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "console_scale.py"),
-            "--levels",
-            "2,12",
-            "--quick",
-            "--json",
-            str(figures),
-            "--database-url",
-            "",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    stdout, output = run_script(
+        "console_scale.py", "--levels", "2,12", "--json", str(figures), timeout=300
     )
-    output = f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
-
-    assert completed.returncode == 0, output
-    assert re.search(
-        r"^ratio 12 / 2 connectors: median over pages x\d+\.\d+", completed.stdout, re.M
-    )
+    assert re.search(r"^ratio 12 / 2 connectors: median over pages x\d+\.\d+", stdout, re.M), output
     result = json.loads(figures.read_text())
     assert result["levels"] == [2, 12]
     # The tree's branch, the connector's sheet (a sample object), a list, the organization.

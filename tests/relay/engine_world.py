@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from connectors.models import Connector
@@ -18,6 +19,7 @@ from relay.intake import accept
 from relay.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from tests.relay.harness import free_port
 from tests.relay.test_intake import World, envelope, make_connector, make_world
+from tests.threads import TestThread, finish_all
 
 WORKER = "worker-a/100"
 OTHER = "worker-b/200"
@@ -94,6 +96,31 @@ def deliver_all(
         if result == "nothing":
             return results
     raise AssertionError(f"still due work after {limit} connections: {results}")
+
+
+def deliver_in_parallel(
+    queue: LinkQueue, workers: int, now: datetime, *, timeout: float, rounds: int = 200
+) -> list[str]:
+    """``workers`` threads (each with its own database connection, as Celery workers have)
+    deliver ``queue`` until each finds nothing; what every call returned."""
+    results: list[str] = []
+
+    def work(name: str) -> None:
+        try:
+            for _ in range(rounds):
+                result = deliver_queue(queue.pk, name, now=now)
+                results.append(result)
+                if result == "nothing":
+                    return
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [TestThread(work, f"worker-{n}/1") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    finish_all(threads, timeout)
+    return results
 
 
 def dsns_for(address: str) -> list[Message]:

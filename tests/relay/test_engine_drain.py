@@ -10,16 +10,22 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from relay.delivery import claims
-from relay.delivery.engine import deliver_queue
+from relay.delivery.engine import asynchronous_commits
 from relay.models import Recipient
 from relay.queue import dispatch, outcomes
-from tests.relay.engine_world import Outbound, deliver, deliver_all, queue_of
+from tests.relay.engine_world import (
+    Outbound,
+    deliver,
+    deliver_all,
+    deliver_in_parallel,
+    queue_of,
+)
 from tests.sinks import SinkFactory
-from tests.threads import TestThread, finish_all
 
 pytestmark = pytest.mark.django_db
 
@@ -152,26 +158,22 @@ def test_parallel_workers_never_open_more_connections_than_the_limits(
     outbound.connector("Partner", [("example.org", 1)], mx.smart_host)
     outbound.configure(messages_per_connection=4, **limits)
     queue = fill(outbound, count)
-    now = timezone.now()
-    results: list[str] = []
-
-    def work(name: str) -> None:
-        try:
-            for _ in range(200):
-                result = deliver_queue(queue.pk, name, now=now)
-                results.append(result)
-                if result == "nothing":
-                    return
-        finally:
-            close_old_connections()
-            connection.close()
-
-    threads = [TestThread(work, f"worker-{n}/1") for n in range(8)]
-    for thread in threads:
-        thread.start()
-    finish_all(threads, 120)
+    deliver_in_parallel(queue, 8, timezone.now(), timeout=120)
 
     assert mx.most_open <= 2
     delivered = Counter(address for m in mx.messages for address in m.rcpt_tos)
     assert sorted(delivered) == sorted(f"user{n}@example.org" for n in range(count))
     assert set(delivered.values()) == {1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_commits_without_waiting_for_the_wal_flush_set_once_per_connection() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    asynchronous_commits()
+    with CaptureQueriesContext(connection) as again:
+        asynchronous_commits()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("off",)
+    assert len(again) == 0

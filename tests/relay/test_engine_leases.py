@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from relay.delivery.claims import claim
@@ -20,12 +20,13 @@ from tests.relay.engine_world import (
     Outbound,
     deliver,
     deliver_all,
+    deliver_in_parallel,
     entry_of,
     queue_of,
     recipient,
 )
 from tests.sinks import SinkFactory
-from tests.threads import TestThread, finish_all
+from tests.threads import TestThread
 
 
 @pytest.mark.django_db
@@ -115,24 +116,7 @@ def test_workers_delivering_one_queue_at_the_same_time_send_each_message_once(
     for n in range(count):
         outbound.send([f"user{n}@example.org"])
     queue = queue_of(Recipient.objects.first().message)  # type: ignore[union-attr]
-    now = timezone.now()
-    results: list[str] = []
-
-    def work(name: str) -> None:
-        try:
-            while True:
-                result = deliver_queue(queue.pk, name, now=now)
-                results.append(result)
-                if result == "nothing":
-                    return
-        finally:
-            close_old_connections()
-            connection.close()
-
-    threads = [TestThread(work, f"worker-{n}/1") for n in range(4)]
-    for thread in threads:
-        thread.start()
-    finish_all(threads, 60)
+    deliver_in_parallel(queue, 4, timezone.now(), timeout=60)
 
     delivered = Counter(address for m in mx.messages for address in m.rcpt_tos)
     assert sorted(delivered) == sorted(f"user{n}@example.org" for n in range(count))
