@@ -39,6 +39,7 @@ from aiosmtpd.smtp import (
     Session,
     TLSSetupException,
 )
+from django.db import DatabaseError
 from django.utils import timezone
 
 from relay.dns import dnsbl_listing, reverse_name
@@ -62,6 +63,7 @@ log = logging.getLogger("relay.smtp")
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 IDENT = "ESMTP smtpadmin"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure; try again later"
 # Abuse limits of one session (Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit).
 JUNK_COMMAND_LIMIT = 100  # NOOP, RSET, VRFY, HELP, EXPN
 HARD_ERROR_LIMIT = 20  # 5xx replies, e.g. guessing recipients
@@ -641,17 +643,22 @@ class RelaySMTP(SMTP):
         # Undecodable bytes stay as surrogates: counted and slowed down, and they match nothing.
         username = login.decode("utf-8", errors="surrogateescape")
         secret = password.decode("utf-8", errors="surrogateescape")
-        # The name's back-off is waited here, not in a database thread the relay needs.
-        pause = await self.runtime.run(backoff_delay, username)
-        if pause:
-            await asyncio.sleep(pause)
-        outcome = await self.runtime.run(
-            check_credentials,
-            username,
-            secret,
-            virtual_server_id=self.config.id,
-            client_ip=self.client_address,
-        )
+        try:
+            # The name's back-off is waited here, not in a database thread the relay needs.
+            pause = await self.runtime.run(backoff_delay, username)
+            if pause:
+                await asyncio.sleep(pause)
+            outcome = await self.runtime.run(
+                check_credentials,
+                username,
+                secret,
+                virtual_server_id=self.config.id,
+                client_ip=self.client_address,
+            )
+        except DatabaseError as error:
+            # The credentials cannot be checked now: a temporary failure, never "invalid".
+            log.warning("AUTH from %s not checked: %r", self.client_address, error)
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
         if outcome.ok:
             return AuthResult(
                 success=True,

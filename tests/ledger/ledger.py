@@ -118,13 +118,25 @@ class LedgerClients:
         with self.ledger.lock:
             self.todo.append((time.monotonic() + RETRY_AFTER, n))
 
-    def _connect(self) -> smtplib.SMTP | None:
+    def _connect(self, n: int) -> smtplib.SMTP | None:
+        """A logged-in session to send ``n`` over; a 4xx on the way (AUTH while the database
+        is away) is that message deferred."""
+        client = None
         try:
             client = smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test", timeout=30)
             client.ehlo()
             client.login("ledger", self.password)
             return client
-        except (OSError, smtplib.SMTPException):
+        except (OSError, smtplib.SMTPException) as error:
+            code = getattr(error, "smtp_code", 0)
+            if 400 <= code < 500:
+                with self.ledger.lock:
+                    self.ledger.deferred[n] += 1
+                    text = error.smtp_error  # type: ignore[attr-defined]
+                    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+                    self.ledger.replies[f"{code} {text}"[:80]] += 1
+            if client is not None:
+                client.close()
             time.sleep(RETRY_AFTER)
             return None
 
@@ -132,7 +144,7 @@ class LedgerClients:
         client: smtplib.SMTP | None = None
         while (n := self._next()) is not None:
             if client is None:
-                client = self._connect()
+                client = self._connect(n)
                 if client is None:
                     self._later(n)
                     continue

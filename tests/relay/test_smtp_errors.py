@@ -11,9 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 
 from relay.models import Message
-from relay.smtp import policy
+from relay.smtp import policy, protocol
 from relay.smtp.data import DataScanner
 from tests.relay.harness import RelayThread, wait_for
 from tests.relay.wire import Wire, well_formed
@@ -106,3 +107,20 @@ def test_a_closed_session_whose_time_out_fires_is_dropped_quietly(
         assert wire.rest() == b""
     wait_for(lambda: worker.session_count(world.vs) == 0)
     assert relay_errors(caplog) == []
+
+
+def test_auth_while_the_database_is_away_is_a_temporary_failure(
+    world: World, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def away(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(protocol, "check_credentials", away)
+    relay(world.server)
+    with Wire(world.port) as wire:
+        assert wire.greeting().startswith(b"220")
+        assert wire.command(b"EHLO client.test").startswith(b"250")
+        answer = wire.command(b"AUTH PLAIN " + base64.b64encode(b"\0relayuser\0secret"))
+        # A client told "535" would think its password wrong; "454" says try again later.
+        assert answer.startswith(b"454 4.7.0") and well_formed(answer), answer
+        assert wire.command(b"NOOP").startswith(b"250")
