@@ -1,8 +1,12 @@
 """The Celery application: `celery -A smtpadmin worker` and `celery -A smtpadmin beat`."""
 
+import atexit
 import os
+import socket
+from typing import Any
 
 from celery import Celery
+from celery.signals import beat_init, worker_ready, worker_shutdown
 
 from smtpadmin.private import private_directory
 
@@ -25,3 +29,39 @@ def _make_broker_folders() -> None:
 
 
 _make_broker_folders()
+
+
+# --- readiness files (smtpadmin.readiness): `manage.py ready worker|beat` reads them -----------
+_touchers: dict[str, Any] = {}
+
+
+@worker_ready.connect
+def _worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    from smtpadmin.readiness import Toucher
+
+    consumer = sender  # the worker's consumer: ready once it is connected to the broker
+
+    def connected() -> bool:
+        connection = getattr(consumer, "connection", None)
+        return bool(connection is not None and connection.connected)
+
+    _touchers["worker"] = Toucher("worker", consumer.hostname, connected).start()
+
+
+@worker_shutdown.connect
+def _worker_shutdown(**kwargs: Any) -> None:
+    if toucher := _touchers.pop("worker", None):
+        toucher.stop()
+
+
+@beat_init.connect
+def _beat_init(sender: Any = None, **kwargs: Any) -> None:
+    from smtpadmin.readiness import Toucher
+
+    service = sender
+    stopped = getattr(service, "_is_shutdown", None)  # set by beat's own shutdown
+    toucher = Toucher(
+        "beat", socket.gethostname(), lambda: stopped is None or not stopped.is_set()
+    ).start()
+    _touchers["beat"] = toucher
+    atexit.register(toucher.stop)

@@ -101,6 +101,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before host validation and the HTTPS redirect.
+    "smtpadmin.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "smtpadmin.csp.ContentSecurityPolicyMiddleware",  # no inline script, no framing
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files without a separate server
@@ -201,7 +203,7 @@ if SMTPADMIN_SECURE_PROXY:
     SECURE_HSTS_SECONDS = 365 * 24 * 3600
     SECURE_SSL_REDIRECT = True
     # Health checks from the container or host itself come over plain HTTP without the proxy.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz)/?$"]
     # includeSubDomains and preload bind every host of the mail domain to HTTPS for a year: the
     # domain owner's decision, not one the console can make for them.
     SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]

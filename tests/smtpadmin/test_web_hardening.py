@@ -251,7 +251,7 @@ def test_the_secure_proxy_setting_turns_on_secure_cookies_hsts_and_the_redirect(
         "SECURE_HSTS_SECONDS": 31_536_000,
         "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
         "SECURE_SSL_REDIRECT": True,
-        "SECURE_REDIRECT_EXEMPT": [r"^healthz/?$"],
+        "SECURE_REDIRECT_EXEMPT": [r"^(healthz|readyz)/?$"],
     }
 
 
@@ -301,7 +301,7 @@ def test_behind_the_proxy_plain_http_is_redirected_to_https_without_hsts(
         # HSTS is only ever sent over HTTPS (a browser ignores it on plain HTTP anyway).
         assert "Strict-Transport-Security" not in response
         # An internal health check over plain HTTP is not redirected.
-        assert Client().get("/healthz").status_code == 404
+        assert Client().get("/healthz").status_code == 200
 
 
 @pytest.mark.django_db

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +38,7 @@ from relay.smtp.shared_counts import SharedCounts, rows_of
 from relay.smtp.supervisor import IntakeRole, Supervisor
 from servers.models import RoutingGroup, Server
 from smtpadmin.host import host_address, host_fqdn, software_version
+from smtpadmin.readiness import TOUCH_SECONDS, Toucher
 
 log = logging.getLogger("relay.runrelay")
 
@@ -162,7 +164,21 @@ class Command(BaseCommand):
                     address=host_address(),
                     intake=intake,
                 )
-            asyncio.run(self.serve(supervisor, once=options["once"]))
+            toucher = None
+            if intake is None and not options["once"]:
+                # Ready while the heartbeat reaches the database (`manage.py ready relay`).
+                beat = supervisor.heartbeat_interval
+                toucher = Toucher(
+                    "relay",
+                    name,
+                    lambda: time.monotonic() - supervisor.last_heartbeat <= 3 * beat,
+                    seconds=min(TOUCH_SECONDS, beat),
+                ).start()
+            try:
+                asyncio.run(self.serve(supervisor, once=options["once"]))
+            finally:
+                if toucher is not None:
+                    toucher.stop()
         finally:
             connection_created.disconnect(name_connection)
             for signum, handler in previous.items():
