@@ -64,9 +64,7 @@ def test_a_worker_is_ready_once_connected_and_a_killed_one_goes_stale(
     assert check("worker", name).state is Readiness.ABSENT, stopped.log()
 
 
-def test_beat_is_ready_while_it_runs(
-    celery_processes: list[CeleryProcess], tmp_path: Path
-) -> None:
+def test_beat_is_ready_while_it_runs(celery_processes: list[CeleryProcess], tmp_path: Path) -> None:
     process = beat(tmp_path / "schedule").start()
     celery_processes.append(process)
     host = socket.gethostname()

@@ -43,11 +43,14 @@ class Command(BaseCommand):
         if kind == "web":
             ready, line = self.web(options["url"])
         else:
-            name = options["name"] or {
-                "relay": settings.SMTPADMIN_SERVER_NAME,
-                "worker": f"celery@{socket.gethostname()}",
-                "beat": socket.gethostname(),
-            }[kind]
+            name = (
+                options["name"]
+                or {
+                    "relay": settings.SMTPADMIN_SERVER_NAME,
+                    "worker": f"celery@{socket.gethostname()}",
+                    "beat": socket.gethostname(),
+                }[kind]
+            )
             result = check(kind, name, options["max_age"])
             ready, line = result.state is Readiness.READY, f"{kind} {name}: {result.describe()}"
         self.stdout.write(line)
