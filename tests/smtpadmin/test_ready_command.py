@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
@@ -70,3 +72,10 @@ def test_web_readiness_asks_readyz(live_server: object) -> None:
     assert code == 0, line
     code, line = ready("web", "--url", f"http://127.0.0.1:{free_port()}/readyz")
     assert code == 1 and "not ready" in line
+
+
+def test_every_smtpadmin_container_has_its_readiness_check() -> None:
+    compose = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())
+    for service in ("web", "relay", "worker", "beat"):
+        test = compose["services"][service]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "manage.py", "ready", service], (service, test)
