@@ -6,7 +6,7 @@ import socket
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, worker_ready, worker_shutdown
+from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
 
 from smtpadmin.private import private_directory
 
@@ -29,6 +29,17 @@ def _make_broker_folders() -> None:
 
 
 _make_broker_folders()
+
+
+@worker_init.connect
+def _count_in_this_worker(**kwargs: Any) -> None:
+    """The worker's counts (deliveries, DSNs) are written every few seconds; its pool
+    processes inherit the setting and write their own."""
+    from django.conf import settings
+
+    from smtpadmin import counters
+
+    counters.enable(settings.SMTPADMIN_COUNTER_FLUSH_SECONDS)
 
 
 # --- readiness files (smtpadmin.readiness): `manage.py ready worker|beat` reads them -----------

@@ -148,3 +148,38 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.username}@{self.client or '*'}: {self.failures}"
+
+
+class MinuteCount(models.Model):
+    """How often something happened in one minute, counted by every process together
+    (``smtpadmin.counters``): the dashboard's per-minute figures. Kept a week."""
+
+    minute = models.BigIntegerField(help_text="Unix time // 60")
+    name = models.CharField(max_length=60)
+    # Sorted "key=value" pairs as JSON (e.g. the virtual server); "" for none.
+    labels = models.CharField(max_length=400, blank=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "name", "labels"], name="minute_count_key")
+        ]
+        indexes = [models.Index(fields=["name", "minute"], name="minute_count_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels} @{self.minute}: {self.value}"
+
+
+class TotalCount(models.Model):
+    """The running total of a counter since the installation began (``/metrics``; it never
+    goes down, whatever the pruning of the minutes)."""
+
+    name = models.CharField(max_length=60)
+    labels = models.CharField(max_length=400, blank=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="total_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels}: {self.value}"

@@ -58,6 +58,13 @@ SMTPADMIN_ADMIN_PASSWORD = env_str("SMTPADMIN_ADMIN_PASSWORD", "")
 # Intake processes of the relay worker (runrelay --processes overrides): they share the SMTP
 # ports; 1 = everything in one process; 0 = one per core.
 SMTPADMIN_RELAY_PROCESSES = env_int("SMTPADMIN_RELAY_PROCESSES", 0, minimum=0)
+# Seconds between two writes of a process's counters (the dashboard and /metrics): counting costs
+# no database statement per message, one transaction per process this often.
+SMTPADMIN_COUNTER_FLUSH_SECONDS = env_int("SMTPADMIN_COUNTER_FLUSH_SECONDS", 10, minimum=1)
+# /metrics (Prometheus): besides any administrator's API token, a scrape token of its own
+# ("Authorization: Bearer <token>") and/or client addresses or networks allowed without one.
+SMTPADMIN_METRICS_TOKEN = env_str("SMTPADMIN_METRICS_TOKEN", "")
+SMTPADMIN_METRICS_ALLOW = env_networks("SMTPADMIN_METRICS_ALLOW", [])
 # Seconds without a heartbeat after which a server is shown as "not responding".
 SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum=5)
 # DNS servers of the relay when a virtual server names none: "ip", "ip:port" or "[v6]:port"

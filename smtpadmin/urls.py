@@ -1,6 +1,8 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from smtpadmin.metrics import metrics_view
+
 urlpatterns = [
     path("", include("smtpadmin.console")),
     path("servers/", include("servers.console")),
@@ -8,6 +10,8 @@ urlpatterns = [
     path("relay/", include("relay.console")),
     path("administration/", include("smtpadmin.console_admin")),
     path("api/v1/", include("smtpadmin.api_urls")),
+    # Prometheus: an administrator's API token, the scrape token or an allowed address.
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start script as a file (?script), so the CSP needs no inline script.
     path(

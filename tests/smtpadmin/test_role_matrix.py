@@ -219,6 +219,8 @@ EXCEPTIONS = {
     "schema": "the OpenAPI description: public, it has no data (test_schema.py)",
     "swagger-ui": "Swagger UI, a static page reading /api/schema/ (test_web_hardening.py)",
     "api:not-found": "a path no resource has: a JSON 404 for anyone (test_api_strict_input.py)",
+    "metrics": "Prometheus: any role's token or session, the scrape token, allowed addresses "
+    "(401 for the rest; test_metrics.py)",
 }
 # Static files are served by WhiteNoise before URL resolution and never reach the URLconf.
 

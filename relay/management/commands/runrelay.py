@@ -37,6 +37,7 @@ from relay.smtp.processes import (
 from relay.smtp.shared_counts import SharedCounts, rows_of
 from relay.smtp.supervisor import IntakeRole, Supervisor
 from servers.models import RoutingGroup, Server
+from smtpadmin import counters
 from smtpadmin.host import host_address, host_fqdn, software_version
 from smtpadmin.readiness import TOUCH_SECONDS, Toucher
 
@@ -164,6 +165,8 @@ class Command(BaseCommand):
                     address=host_address(),
                     intake=intake,
                 )
+            if not options["once"]:
+                counters.enable(settings.SMTPADMIN_COUNTER_FLUSH_SECONDS)
             toucher = None
             if intake is None and not options["once"]:
                 # Ready while the heartbeat reaches the database (`manage.py ready relay`).

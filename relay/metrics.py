@@ -1,0 +1,113 @@
+"""What the relay exposes on ``/metrics``: the counters its processes keep and the figures read
+at scrape time (queue depth, sessions, heartbeats), every label set bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Count, Min
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from smtpadmin import metrics
+
+# Seconds from receipt to the next hop's acceptance (or the Maildir).
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+LINK_QUEUES_SHOWN = 50  # the largest queues by waiting mail; the rest are summed as "(others)"
+
+# What the relay and the workers count (smtpadmin.counters.add / observe).
+RECEIVED = "messages_received"
+REFUSED = "smtp_refusals"
+DELIVERIES = "deliveries"
+DSNS = "dsns_sent"
+LATENCY = "delivery_seconds"
+
+metrics.counter(RECEIVED, "Messages accepted (250 at the end of DATA).", ("virtual_server",))
+metrics.counter(
+    REFUSED,
+    "Commands refused with 5xx or 4xx, by reason class (relay, unknown recipient, ...).",
+    ("virtual_server", "reason"),
+)
+metrics.counter(
+    DELIVERIES,
+    "Delivery outcomes per recipient: delivered, deferred or failed.",
+    ("connector", "result"),
+)
+metrics.counter(DSNS, "Delivery status notifications sent.", ("kind",))
+metrics.histogram(
+    LATENCY, "Seconds from receipt to delivery of a recipient.", ("connector",), LATENCY_BUCKETS
+)
+
+
+def connector_label(name: str) -> str:
+    return name or "(local or direct)"
+
+
+def queue_figures() -> Iterable[Metric]:
+    from relay.queue.models import LinkQueue, QueueEntry
+
+    now = timezone.now()
+    open_states = (QueueEntry.State.READY, QueueEntry.State.RETRY, QueueEntry.State.FROZEN)
+    waiting = QueueEntry.objects.filter(state__in=open_states)  # the open-entry index
+    states = GaugeMetricFamily(
+        "smtpadmin_queue_entries",
+        "Queue entries (a message in one link queue) waiting, by state; active = being delivered.",
+        labels=["state"],
+    )
+    counts = dict(waiting.values_list("state").annotate(n=Count("pk")).values_list("state", "n"))
+    for state in open_states:
+        states.add_metric([state.value], counts.get(state.value, 0))
+    active = waiting.filter(lease_until__gt=now).count()
+    states.add_metric(["active"], active)
+    yield states
+
+    per_queue = GaugeMetricFamily(
+        "smtpadmin_link_queue_entries",
+        f"Entries waiting per link queue (the {LINK_QUEUES_SHOWN} largest; the rest summed).",
+        labels=["queue"],
+    )
+    rows = list(waiting.values("queue").annotate(n=Count("pk")).order_by("-n", "queue"))
+    shown = rows[:LINK_QUEUES_SHOWN]
+    names = dict(
+        LinkQueue.objects.filter(pk__in=[r["queue"] for r in shown]).values_list("pk", "name")
+    )
+    for row in shown:
+        per_queue.add_metric([names.get(row["queue"], str(row["queue"]))], row["n"])
+    if len(rows) > LINK_QUEUES_SHOWN:
+        per_queue.add_metric(["(others)"], sum(r["n"] for r in rows[LINK_QUEUES_SHOWN:]))
+    yield per_queue
+
+    oldest = waiting.filter(state__in=QueueEntry.DUE_STATES).aggregate(at=Min("created_at"))["at"]
+    age = GaugeMetricFamily(
+        "smtpadmin_oldest_waiting_seconds",
+        "Age of the oldest queue entry still waiting for delivery (0: none).",
+    )
+    age.add_metric([], (now - oldest).total_seconds() if oldest else 0.0)
+    yield age
+
+
+def server_figures() -> Iterable[Metric]:
+    from servers.models import Server, VirtualServer
+
+    now = timezone.now()
+    sessions = GaugeMetricFamily(
+        "smtpadmin_smtp_sessions",
+        "Open SMTP sessions per virtual server.",
+        labels=["virtual_server"],
+    )
+    open_sessions = VirtualServer.objects.annotate(n=Count("sessions")).values_list("name", "n")
+    for name, n in sorted(open_sessions):
+        sessions.add_metric([name], n)
+    yield sessions
+    heartbeat = GaugeMetricFamily(
+        "smtpadmin_server_heartbeat_age_seconds",
+        "Seconds since each server's relay last wrote its heartbeat (-1: never).",
+        labels=["server"],
+    )
+    for name, seen in Server.objects.order_by("name").values_list("name", "last_seen"):
+        heartbeat.add_metric([name], (now - seen).total_seconds() if seen else -1.0)
+    yield heartbeat
+
+
+metrics.gauges(queue_figures)
+metrics.gauges(server_figures)
