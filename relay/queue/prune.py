@@ -104,9 +104,11 @@ def _messages_batch(cutoff: datetime, pks: list[int]) -> int:
         )
         if not finished:
             return 0
+        # Children first, then the messages; ``only("pk")``: the deletion reads the rows it
+        # deletes, and a message's row holds its bytes.
         Recipient.objects.filter(message_id__in=finished).delete()
-        QueueEntry.objects.filter(message_id__in=finished).delete()
-        deleted, _ = Message.objects.filter(pk__in=finished).delete()
+        QueueEntry.objects.filter(message_id__in=finished).only("pk").delete()
+        deleted, _ = Message.objects.filter(pk__in=finished).only("pk").delete()
     return deleted
 
 
