@@ -164,7 +164,7 @@ def add_samples(virtual_server: Any) -> None:
 # --- measuring -----------------------------------------------------------------------------
 
 
-def measure_pages(count: int, budget: float) -> list[PageTiming]:
+def measure_pages(count: int, budget: float, only: Sequence[str] = ()) -> list[PageTiming]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
@@ -173,6 +173,8 @@ def measure_pages(count: int, budget: float) -> list[PageTiming]:
     routes = sorted(console_routes(), key=lambda r: ("<" in r[1], r[0]))  # lists first
     results = []
     for name, route, _view in routes:
+        if only and not any(part in name for part in only):
+            continue
         url = page_url(route, samples())
         if url is None:
             print(f"  {name}: no sample object, not measured", flush=True)
@@ -213,9 +215,14 @@ def levels_of(text: str) -> list[int]:
 
 
 def measure(
-    levels: Sequence[int], *, quick: bool = False, database_url: str = ""
+    levels: Sequence[int],
+    *,
+    quick: bool = False,
+    database_url: str = "",
+    pages: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Each page's timings at each level, and their ratios largest / smallest level."""
+    """Each page's timings at each level (only the pages whose URL name contains one of
+    ``pages``, when given), and their ratios largest / smallest level."""
     count, budget = (3, 1.0) if quick else (9, 3.0)
     with tempfile.TemporaryDirectory(prefix="console-scale-") as folder:
         database = ScaleDatabase(database_url, Path(folder))
@@ -234,7 +241,7 @@ def measure(
                     f"{time.perf_counter() - started:.1f} s; measuring the pages",
                     flush=True,
                 )
-                steps[level] = measure_pages(count, budget)
+                steps[level] = measure_pages(count, budget, pages)
         finally:
             from django.db import connections
 
@@ -309,6 +316,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
+        "--pages",
+        default="",
+        help="only the pages whose URL name contains one of these (comma-separated), "
+        "e.g. delete,tree-children",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", ""),
         help="a PostgreSQL URL naming the database to create for the run (default: "
@@ -319,7 +332,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = measure(levels_of(args.levels), quick=args.quick, database_url=args.database_url)
+    result = measure(
+        levels_of(args.levels),
+        quick=args.quick,
+        database_url=args.database_url,
+        pages=[part for part in args.pages.split(",") if part],
+    )
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -10,6 +10,7 @@ class RelayConfig(AppConfig):
             api,  # noqa: F401  (registers the API viewsets)
             checks,  # noqa: F401  (registers the system checks)
             console,  # noqa: F401  (registers the console's navigation nodes)
+            maintenance,  # noqa: F401  (registers beat's housekeeping tasks)
             metrics,  # noqa: F401  (registers what /metrics shows)
             tasks,  # noqa: F401  (registers the delivery publisher of the queue's wake-ups)
         )

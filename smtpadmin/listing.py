@@ -158,23 +158,63 @@ def at_most_shown(items: list[str]) -> list[str]:
     return [*items[:SHOWN_ON_DELETE], f"… and {len(items) - SHOWN_ON_DELETE} more"]
 
 
+def first_of(
+    rows: models.QuerySet[Any],
+    label: Callable[[Any], str],
+    limit: int = SHOWN_ON_DELETE,
+    *,
+    count: Callable[[], int] | None = None,
+) -> list[str]:
+    """The labels of the first ``limit`` of ``rows`` (in the queryset's order), then how many
+    more there are (``count``: a cheaper way to count them than ``rows.count()``): one page
+    and a count from the database, however many rows there are."""
+    found = list(rows[: limit + 1])
+    shown = [label(row) for row in found[:limit]]
+    if len(found) > limit:
+        total = count() if count is not None else rows.count()
+        shown.append(f"… and {total - limit} more")
+    return shown
+
+
 def _kind(model: type[models.Model]) -> str:
     return str(model._meta.verbose_name).title()
 
 
-def dependents(instance: models.Model) -> tuple[list[str], list[str]]:
-    """What deleting ``instance`` would also delete, and what prevents it (protected rows)."""
-    collector = Collector(using=router.db_for_write(type(instance)))
+def _labelled(obj: models.Model) -> str:
+    return f"{_kind(type(obj))}: {obj}"
+
+
+def protecting(instance: models.Model) -> list[str]:
+    """The rows whose foreign key to ``instance`` is PROTECT or RESTRICT, the first of each
+    kind and how many more, read a page at a time (the deletion collector would load every
+    one of them to say so)."""
     blocked: list[str] = []
+    for relation in instance._meta.related_objects:
+        if relation.many_to_many or relation.on_delete not in (models.PROTECT, models.RESTRICT):
+            continue
+        related = relation.related_model._base_manager.filter(**{relation.field.name: instance})
+        ordering = related.model._meta.ordering or ["pk"]
+        blocked += first_of(related.order_by(*ordering, "pk"), _labelled)
+    return blocked
+
+
+def dependents(instance: models.Model) -> tuple[list[str], list[str]]:
+    """What deleting ``instance`` would also delete, and what prevents it (protected rows).
+    Rows that protect it directly are named from bounded queries; only when there are none
+    does the deletion collector work out the cascade (and what protects the rows in it)."""
+    blocked = protecting(instance)
+    if blocked:
+        return [], blocked
+    collector = Collector(using=router.db_for_write(type(instance)))
     try:
         collector.collect([instance])
     except ProtectedError as exc:
         blocked = sorted(f"{_kind(type(obj))}: {obj}" for obj in exc.protected_objects)
-        return [], blocked
+        return [], at_most_shown(blocked)
     also: list[str] = []
     for model, objects in collector.data.items():
         also.extend(f"{_kind(model)}: {obj}" for obj in objects if obj != instance)
-    return sorted(also), blocked
+    return at_most_shown(sorted(also)), blocked
 
 
 class DeleteConfirm(RoleRequiredMixin, TemplateView):
@@ -195,11 +235,13 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         return audit.delete_problem(instance)
 
     def links(self, instance: Any) -> list[str]:
-        """Links that disappear with the object (a connector's bridgehead, say)."""
+        """Links that disappear with the object (a connector's bridgehead, say): at most
+        about SHOWN_ON_DELETE of each kind, with how many more (``first_of``)."""
         return []
 
     def dependents(self, instance: models.Model) -> tuple[list[str], list[str]]:
-        """What goes with ``instance`` and what blocks its deletion (see ``dependents``)."""
+        """What goes with ``instance`` and what blocks its deletion (see ``dependents``),
+        at most SHOWN_ON_DELETE of each kind, with how many more."""
         return dependents(instance)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -209,9 +251,9 @@ class DeleteConfirm(RoleRequiredMixin, TemplateView):
         return super().get_context_data(
             object=instance,
             kind=instance._meta.verbose_name,
-            also=at_most_shown(also),
-            links=at_most_shown(self.links(instance)),
-            blocked=at_most_shown(blocked),
+            also=also,
+            links=self.links(instance),
+            blocked=blocked,
             problem=problem,
             can_delete=self.can_write and not blocked and not problem,
             can_write=self.can_write,

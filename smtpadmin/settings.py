@@ -88,6 +88,13 @@ SMTPADMIN_AUTH_CACHE_SECONDS = env_int("SMTPADMIN_AUTH_CACHE_SECONDS", 300, mini
 # Publish a delivery task the moment mail is queued (off: only the sweeper finds it, within
 # seconds; tests that run no Celery worker turn it off so the broker does not fill up).
 SMTPADMIN_DELIVERY_ENQUEUE = env_bool("SMTPADMIN_DELIVERY_ENQUEUE", True)
+# Message tracking retention (beat's hourly prune): rows per DELETE statement, and seconds one
+# run may take (the rest is the next run's), so pruning never holds a table or a worker long.
+SMTPADMIN_PRUNE_BATCH = env_int("SMTPADMIN_PRUNE_BATCH", 1000, minimum=1, maximum=100_000)
+SMTPADMIN_PRUNE_SECONDS = env_int("SMTPADMIN_PRUNE_SECONDS", 60, minimum=1)
+# Minutes without progress after which beat hands an unfinished bulk job to a worker again
+# (its worker died, or the broker lost its task); the job goes on after its cursor.
+SMTPADMIN_JOB_STALL_MINUTES = env_int("SMTPADMIN_JOB_STALL_MINUTES", 5, minimum=1)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -296,7 +303,19 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # broker forgot. The retry times themselves are database columns, never ETAs on the broker.
 CELERY_BEAT_SCHEDULE = {
     # A sweep that waited longer than two periods is dropped: the next one does its work.
-    "relay-sweep": {"task": "relay.tasks.sweep", "schedule": 5.0, "options": {"expires": 10}}
+    "relay-sweep": {"task": "relay.tasks.sweep", "schedule": 5.0, "options": {"expires": 10}},
+    # Message tracking retention: events and finished messages older than it, in batches.
+    "relay-prune": {
+        "task": "relay.maintenance.prune_history",
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
+    # Bulk jobs whose worker died (or whose task the broker lost) are published again.
+    "relay-stalled-jobs": {
+        "task": "relay.maintenance.resume_stalled_jobs",
+        "schedule": 60.0,
+        "options": {"expires": 120},
+    },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's sweep has a queue of its own, so it never waits behind a backlog of deliveries (a

@@ -13,7 +13,7 @@ from connectors.console.common import connector_state, yes_no
 from connectors.forms import AddressSpaceTable, ConnectorForm
 from connectors.models import Connector
 from servers.models import RoutingGroup, VirtualServer
-from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
+from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList, first_of
 from smtpadmin.navigation import SelectsNode
 from smtpadmin.roles import Role
 from smtpadmin.sheets import Group, PropertySheet, SheetPart, Tab
@@ -226,7 +226,8 @@ class ConnectorDelete(SelectsNode, DeleteConfirm):
         return context
 
     def links(self, instance: Any) -> list[str]:
-        return [f"Bridgehead: {vs}" for vs in instance.bridgeheads.select_related("server")]
+        bridgeheads = instance.bridgeheads.select_related("server").order_by("name", "pk")
+        return first_of(bridgeheads, lambda vs: f"Bridgehead: {vs}")
 
     def selected_node(self) -> str:
         return f"connector-{self.kwargs['pk']}"

@@ -5,8 +5,10 @@ Celery worker (``run_job``) works through the messages in ascending pk order, a 
 transaction, moving the job's cursor and progress in the same transaction as the batch's
 work. A worker that dies loses only the batch it was in: the task is acknowledged late, so the
 broker hands it out again, and any run of the same job goes on after the cursor (an
-administrator's "Resume" publishes it again). Two runs of one job never work at once: each
-batch locks the job's row first, and a run that finds it locked leaves it to the other.
+administrator's "Resume" publishes it again, and beat does the same for a job that made no
+progress for ``SMTPADMIN_JOB_STALL_MINUTES``: ``resume_stalled``). Two runs of one job never
+work at once: each batch locks the job's row first, and a run that finds it locked leaves it
+to the other.
 
 Few messages are still done at once, in the request, as before (``SYNC_LIMIT``).
 """
@@ -14,9 +16,11 @@ Few messages are still done at once, in the request, as before (``SYNC_LIMIT``).
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -148,6 +152,32 @@ def resume(job: BulkJob) -> bool:
     )
     transaction.on_commit(lambda: publish(job.pk), robust=True)
     return True
+
+
+# Unfinished jobs beat looks at per run (the oldest first; the rest wait a minute).
+STALLED_LIMIT = 100
+UNFINISHED = (BulkJob.State.PENDING, BulkJob.State.RUNNING)
+
+
+def resume_stalled(now: datetime | None = None, minutes: int | None = None) -> list[int]:
+    """Publish again every unfinished job whose row has not moved for ``minutes``: each
+    batch writes ``updated_at``, so a job without progress lost its worker or its task.
+    The conditional update that restarts its clock is the arbiter: two beats (or a beat and
+    an administrator's Resume) publish it once, and a batch still running holds the row, so
+    the update waits for it and then finds the job moving. A second publish would be harmless
+    anyway: runs go on after the cursor, one at a time. Returns the jobs published."""
+    now = now or timezone.now()
+    minutes = minutes or settings.SMTPADMIN_JOB_STALL_MINUTES
+    before = now - timedelta(minutes=minutes)
+    stalled = BulkJob.objects.filter(state__in=UNFINISHED, updated_at__lt=before)
+    published = []
+    for pk in stalled.order_by("updated_at").values_list("pk", flat=True)[:STALLED_LIMIT]:
+        if not stalled.filter(pk=pk).update(updated_at=now):
+            continue  # it moved meanwhile, or another beat took it
+        log.warning("Bulk job %s made no progress for %d minutes; publishing it again", pk, minutes)
+        if publish(pk):
+            published.append(pk)
+    return published
 
 
 # --- the worker's side -------------------------------------------------------------------

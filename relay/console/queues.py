@@ -29,6 +29,7 @@ from relay.admin.viewer import (
     source,
 )
 from relay.console.common import STATE_BADGES, done, entry_state, kilobytes, plural, when
+from relay.queue import prune
 from relay.queue.models import LinkQueue, QueueEntry, Recipient
 from smtpadmin.access import RoleRequiredMixin
 from smtpadmin.listing import Action, Column, ObjectList
@@ -118,6 +119,7 @@ class QueueViewer(ObjectList):
             description="Link queues (one per next hop) and the system queues. "
             "Sizes in KB; times are when the oldest message arrived and when the next "
             "retry is due.",
+            kept=prune.kept_note(prune.retention_days()),
         )
         return context
 

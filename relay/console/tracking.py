@@ -15,6 +15,7 @@ from django.views.generic import TemplateView
 
 from relay.admin.search import TrackingFilter, message_history
 from relay.console.common import when
+from relay.queue import prune
 from relay.queue.models import Message, TrackingEvent
 from relay.queue.tracking import TrackingSettings
 from smtpadmin.access import RoleRequiredMixin
@@ -98,6 +99,7 @@ class TrackingCenter(RoleRequiredMixin, TemplateView):
             rejected=rejected,
             limit=RESULT_LIMIT,
             tracking=settings,
+            kept=prune.kept_note(prune.retention_days()),
             **kwargs,
         )
 

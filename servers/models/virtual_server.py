@@ -343,24 +343,41 @@ class VirtualServer(models.Model):
             return ""
         return f"'{other.name}' already listens on {other.binding} of this server."
 
+    NAMED_ON_DELETE = 10  # connectors the refusal names
+    COUNTED_ON_DELETE = 1000  # and the most it counts
+
     def delete_problem(self) -> str:
         """Why this virtual server may not be deleted ('' = it may): a connector would be left
         without a bridgehead."""
         connectors = self.connectors.model  # no import: connectors depends on servers
         # Count all bridgeheads, not only the join row that links this one (a filter through
         # the same relation before annotate() would count exactly that row).
-        only = list(
-            connectors.objects.filter(pk__in=self.connectors.values("pk"))
-            .annotate(bridgehead_count=models.Count("bridgeheads"))
-            .filter(bridgehead_count=1)
+        links = connectors.bridgeheads.through.objects
+        others = links.filter(connector=models.OuterRef("pk")).exclude(virtualserver=self)
+        # Each connector bridged here and by no other: two index probes per connector, no
+        # count of every connector's bridgeheads.
+        only = (
+            connectors.objects.filter(
+                models.Exists(links.filter(connector=models.OuterRef("pk"), virtualserver=self))
+            )
+            .exclude(models.Exists(others))
+            .order_by("name", "pk")
             .values_list("name", flat=True)
         )
-        if only:
-            return (
-                f"'{self}' is the only bridgehead of: {', '.join(sorted(only))}. "
-                "Add another bridgehead to those connectors or delete them first."
-            )
-        return ""
+        # The first few by name and how many more: it may be 10,000 connectors.
+        names = list(only[: self.NAMED_ON_DELETE + 1])
+        if not names:
+            return ""
+        listed = ", ".join(names[: self.NAMED_ON_DELETE])
+        if len(names) > self.NAMED_ON_DELETE:
+            # Counted up to a bound: the exact number of 10,000 costs a probe each.
+            more = only[: self.COUNTED_ON_DELETE + 1].count() - self.NAMED_ON_DELETE
+            limit = self.COUNTED_ON_DELETE - self.NAMED_ON_DELETE
+            listed += f" and {more} more" if more <= limit else f" and more than {limit} others"
+        return (
+            f"'{self}' is the only bridgehead of: {listed}. "
+            "Add another bridgehead to those connectors or delete them first."
+        )
 
     # --- state changes --------------------------------------------------------------------
     def set_desired_state(self, state: str, by: Any = None) -> bool:

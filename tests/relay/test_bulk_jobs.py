@@ -274,3 +274,35 @@ def test_small_api_actions_stay_synchronous(
     answer = admin_api.post(f"/api/v1/queues/{queue.pk}/delete-messages")
     assert answer.status_code == 200 and answer.json()["messages"] == 2
     assert not BulkJob.objects.exists()
+
+
+def test_beat_publishes_again_only_unfinished_jobs_that_stopped_moving(
+    administrator: User, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.SMTPADMIN_JOB_STALL_MINUTES = 5
+    now = timezone.now()
+    old = now - timedelta(minutes=6)
+
+    def job(state: str, updated_at: Any) -> BulkJob:
+        return BulkJob.objects.create(action="freeze", state=state, updated_at=updated_at)
+
+    lost_task = job(BulkJob.State.PENDING, old)
+    dead_worker = job(BulkJob.State.RUNNING, old)
+    moving = job(BulkJob.State.RUNNING, now - timedelta(minutes=4))
+    job(BulkJob.State.DONE, old)
+    job(BulkJob.State.FAILED, old)  # waits for an administrator's Resume
+    published: list[int] = []
+
+    def publish(pk: int) -> bool:
+        published.append(pk)
+        return True
+
+    monkeypatch.setattr(jobs, "publish", publish)
+
+    assert jobs.resume_stalled(now) == [lost_task.pk, dead_worker.pk]
+    assert published == [lost_task.pk, dead_worker.pk]
+    assert BulkJob.objects.get(pk=dead_worker.pk).updated_at == now
+    # A second beat a moment later publishes nothing: each stalled job went out once.
+    assert jobs.resume_stalled(now + timedelta(seconds=60)) == []
+    later = jobs.resume_stalled(now + timedelta(minutes=6))
+    assert sorted(later) == [lost_task.pk, dead_worker.pk, moving.pk]  # none moved since
