@@ -52,6 +52,16 @@ def refuse_sender(connector: Connector, pattern: str) -> None:
     connector.save()
 
 
+def wait_until_enforced(listener: Any) -> None:
+    """Until the listener's routing snapshot has the connector's new restrictions."""
+
+    def enforced() -> bool:
+        topology = listener.topology
+        return topology is not None and topology.connectors[0].restrictions.enforced
+
+    wait_for(enforced)
+
+
 def login(client: Any) -> None:
     client.ehlo()
     client.login("relayuser", PASSWORD)
@@ -86,7 +96,7 @@ def assert_reported(failed: Recipient, event: str = TrackingEvent.Kind.FAILED) -
     )
     assert {event, TrackingEvent.Kind.DSN_SENT} <= kinds
     found = with_state(Message.objects.filter(queue_id=queue_id)).get()
-    assert found.state in (MessageState.FAILED, MessageState.COMPLETED)
+    assert getattr(found, "state") in (MessageState.FAILED, MessageState.COMPLETED)  # noqa: B009
     history = {e.kind for e in message_history(queue_id=queue_id)}
     assert {event, TrackingEvent.Kind.DSN_SENT} <= history
 
@@ -129,7 +139,7 @@ def test_a_delivery_restriction_found_after_the_250_is_reported_to_the_sender(
         assert client.docmd(f"MAIL FROM:<{SENDER}>")[0] == 250
         assert client.docmd("RCPT TO:<bob@partner.test>")[0] == 250
         refuse_sender(connector, SENDER)
-        wait_for(lambda: listener.topology.connectors[0].restrictions.enforced)
+        wait_until_enforced(listener)
         assert client.docmd("DATA")[0] == 354
         client.send(message("Restricted") + b"\r\n.\r\n")
         code, _ = client.getreply()
@@ -180,7 +190,7 @@ def test_a_refusal_whose_ndr_could_not_be_made_is_reported_by_the_sweeper(
         assert client.docmd(f"MAIL FROM:<{SENDER}>")[0] == 250
         assert client.docmd("RCPT TO:<bob@partner.test>")[0] == 250
         refuse_sender(connector, SENDER)
-        wait_for(lambda: listener.topology.connectors[0].restrictions.enforced)
+        wait_until_enforced(listener)
         assert client.docmd("DATA")[0] == 354
         client.send(message("Restricted") + b"\r\n.\r\n")
         assert client.getreply()[0] == 250
@@ -210,7 +220,7 @@ def test_the_ndr_for_a_remote_sender_leaves_through_the_dsn_path(
         assert client.docmd("RCPT TO:<alice@smtpadmin.test>")[0] == 250
         assert client.docmd("RCPT TO:<dave@partner.test>")[0] == 250
         refuse_sender(connector, "carol@partner.test")
-        wait_for(lambda: listener.topology.connectors[0].restrictions.enforced)
+        wait_until_enforced(listener)
         assert client.docmd("DATA")[0] == 354
         client.send(message("Half") + b"\r\n.\r\n")
         assert client.getreply()[0] == 250
