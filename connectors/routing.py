@@ -30,6 +30,7 @@ from connectors.snapshot import (
     MessageFacts,
     SpaceMatch,
     Topology,
+    pattern_keys,
 )
 from smtpadmin.validators import (
     normalize_address,
@@ -223,6 +224,8 @@ def sender_restriction(recipient: str, sender: str, topology: Topology) -> Route
     sender may go. Known as soon as RCPT TO, so the relay can refuse there instead of
     bouncing after the 250. Delivery restrictions are weighed before content restrictions
     and name people only, so the answer does not depend on the message's facts."""
+    if not sender or not _any_enforced(recipient.rpartition("@")[2].lower(), topology):
+        return None  # the usual case, answered without building the explanation
     trace = _Trace(recipient)
     address = _normal_recipient(recipient, trace)
     sender = _normal_sender(sender)
@@ -240,6 +243,13 @@ def sender_restriction(recipient: str, sender: str, topology: Topology) -> Route
         return None
     refused = _apply_restrictions(candidates, sender, False, False, MessageFacts(), trace)
     return refused if isinstance(refused, Route) and refused.kind == "reject" else None
+
+
+def _any_enforced(domain: str, topology: Topology) -> bool:
+    """Some connector with an address space covering ``domain`` enforces delivery
+    restrictions: only then can a sender be refused for it."""
+    restricted = topology.routing_index.restricted_patterns
+    return bool(restricted) and any(key in restricted for key in pattern_keys(domain))
 
 
 def relay_patterns(topology: Topology) -> frozenset[str]:

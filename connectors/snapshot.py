@@ -5,6 +5,7 @@ addresses are in their stored (normal) form: lower-case IDNA domains."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, NamedTuple
 
 from smtpadmin.validators import pattern_specificity
@@ -156,6 +157,16 @@ class RoutingIndex:
             accepted_domains,
             {k: tuple(v) for k, v in spaces.items()},
             {k: tuple(v) for k, v in accepted.items()},
+        )
+
+    @cached_property
+    def restricted_patterns(self) -> frozenset[str]:
+        """The address spaces of connectors that enforce delivery restrictions: a sender can
+        be refused for a domain only when one of them covers it."""
+        return frozenset(
+            pattern
+            for pattern, matches in self.spaces.items()
+            if any(match.connector.restrictions.enforced for match in matches)
         )
 
     def fits(self, topology: Topology) -> bool:
