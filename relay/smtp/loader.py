@@ -140,6 +140,17 @@ def topologies(virtual_servers: list[VirtualServer]) -> dict[int, Topology]:
     }
 
 
+def _relay_patterns(
+    view: Topology, vs_id: int, previous: RelayConfiguration | None
+) -> frozenset[str]:
+    """``relay_patterns`` of the view, worked out again only when the snapshot changed."""
+    if previous is not None and previous.topologies.get(vs_id) is view:
+        for listener in previous.listeners:
+            if listener.id == vs_id:
+                return listener.relay_patterns
+    return relay_patterns(view)
+
+
 def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayConfiguration:
     virtual_servers = list(
         VirtualServer.objects.filter(server_id=server_id)
@@ -163,7 +174,7 @@ def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayCon
             replace(
                 listener_config(vs),
                 delivery_times=times,
-                relay_patterns=relay_patterns(views[vs.pk]),
+                relay_patterns=_relay_patterns(views[vs.pk], vs.pk, previous),
             )
             for vs in virtual_servers
         ),
