@@ -224,15 +224,22 @@ def sender_restriction(recipient: str, sender: str, topology: Topology) -> Route
     sender may go. Known as soon as RCPT TO, so the relay can refuse there instead of
     bouncing after the 250. Delivery restrictions are weighed before content restrictions
     and name people only, so the answer does not depend on the message's facts."""
-    if not sender or not _any_enforced(recipient.rpartition("@")[2].lower(), topology):
-        return None  # the usual case, answered without building the explanation
-    trace = _Trace(recipient)
-    address = _normal_recipient(recipient, trace)
-    sender = _normal_sender(sender)
-    if address is None or sender == "":
+    address = _normal_recipient(recipient, _Trace(recipient))
+    if address is None:
         return None
-    trace.recipient = address
-    domain = trace.domain = address.rpartition("@")[2]
+    return normal_sender_restriction(address, _normal_sender(sender), topology)
+
+
+def normal_sender_restriction(address: str, sender: str, topology: Topology) -> Route | None:
+    """``sender_restriction`` for addresses already in their normal form (domains in
+    lower-case IDNA; the sender lower case, "" = the null sender), as an SMTP session has
+    them: no IDNA work per RCPT."""
+    domain = address.rpartition("@")[2]
+    if not sender or not _any_enforced(domain, topology):
+        return None  # the usual case, answered without building the explanation
+    trace = _Trace(address)
+    trace.note("recipient", f"Recipient {address}, domain {domain}.")
+    trace.domain = domain
     accepted = trace.accepted = _match_accepted_domain(domain, topology)
     if accepted is not None and accepted.type == "authoritative":
         return None

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 
-from connectors.routing import sender_restriction
+from connectors.routing import normal_sender_restriction
 from connectors.snapshot import AcceptedDomainFacts, Topology, pattern_keys
 from relay.smtp.addresses import ParsedAddress, Reply, echo
 from relay.smtp.config import Directory, ListenerConfig, OrganizationPolicy
@@ -403,7 +403,7 @@ def connector_refusal(rcpt: ParsedAddress, sender: str, topology: Topology | Non
     delivery restrictions, whatever the message. Reads routing's cached snapshot only."""
     if topology is None:
         return None
-    route = sender_restriction(rcpt.address, sender, topology)
+    route = normal_sender_restriction(rcpt.address, sender.lower(), topology)
     if route is None:
         return None
     return Reply(550, echo(route.status.partition(" ")[2], limit=400))
