@@ -30,6 +30,7 @@ from connectors.snapshot import (
     MessageFacts,
     SpaceMatch,
     Topology,
+    pattern_keys,
 )
 from smtpadmin.validators import (
     normalize_address,
@@ -213,6 +214,72 @@ def resolve(recipient: str, sender: str, message: MessageFacts, topology: Topolo
     return _choose(allowed, domain, message, topology, trace)
 
 
+DELIVERY_RESTRICTION_STATUS = "550 5.7.1"
+
+
+def sender_restriction(recipient: str, sender: str, topology: Topology) -> Route | None:
+    """The "reject" route ``resolve`` gives every message from ``sender`` to ``recipient``
+    because the delivery restrictions of every connector that could carry it refuse the
+    sender; ``None`` when the answer may depend on the message (its size, priority) or the
+    sender may go. Known as soon as RCPT TO, so the relay can refuse there instead of
+    bouncing after the 250. Delivery restrictions are weighed before content restrictions
+    and name people only, so the answer does not depend on the message's facts."""
+    address = _normal_recipient(recipient, _Trace(recipient))
+    if address is None:
+        return None
+    return normal_sender_restriction(address, _normal_sender(sender), topology)
+
+
+def normal_sender_restriction(address: str, sender: str, topology: Topology) -> Route | None:
+    """``sender_restriction`` for addresses already in their normal form (domains in
+    lower-case IDNA; the sender lower case, "" = the null sender), as an SMTP session has
+    them: no IDNA work per RCPT."""
+    domain = address.rpartition("@")[2]
+    if not sender or not _any_enforced(domain, topology):
+        return None  # the usual case, answered without building the explanation
+    trace = _Trace(address)
+    trace.note("recipient", f"Recipient {address}, domain {domain}.")
+    trace.domain = domain
+    accepted = trace.accepted = _match_accepted_domain(domain, topology)
+    if accepted is not None and accepted.type == "authoritative":
+        return None
+    candidates = _candidates(domain, topology, trace)
+    if not candidates or not all(
+        candidate.connector.restrictions.enforced for candidate in candidates
+    ):
+        return None
+    refused = _apply_restrictions(candidates, sender, False, False, MessageFacts(), trace)
+    return refused if isinstance(refused, Route) and refused.kind == "reject" else None
+
+
+def _any_enforced(domain: str, topology: Topology) -> bool:
+    """Some connector with an address space covering ``domain`` enforces delivery
+    restrictions: only then can a sender be refused for it."""
+    restricted = topology.routing_index.restricted_patterns
+    return bool(restricted) and any(key in restricted for key in pattern_keys(domain))
+
+
+def relay_patterns(topology: Topology) -> frozenset[str]:
+    """The address spaces the source virtual server accepts mail for from any client: those
+    of enabled connectors with "allow messages to be relayed to these domains" that it is a
+    bridgehead of (a connector that lists none is sent over by every virtual server in its
+    scope, so every one of them is). A backup MX for those domains, and nothing more."""
+    source = topology.source_virtual_server_id
+    patterns: set[str] = set()
+    for connector in topology.connectors:
+        if not connector.allow_relay or not connector.enabled or source is None:
+            continue
+        if connector.bridgeheads:
+            bridgehead = any(b.virtual_server_id == source for b in connector.bridgeheads)
+        else:
+            bridgehead = connector.scope == "organization" or (
+                connector.routing_group_id == topology.source_routing_group_id
+            )
+        if bridgehead:
+            patterns.update(space.pattern for space in connector.address_spaces)
+    return frozenset(patterns)
+
+
 def _normal_recipient(recipient: str, trace: _Trace) -> str | None:
     text = recipient.strip()
     if text.startswith("<") and text.endswith(">"):
@@ -277,6 +344,19 @@ def _local(address: str, trace: _Trace, topology: Topology) -> Route:
         )
     elif folded not in topology.mailboxes:
         trace.note("mailbox", f"No mailbox {folded} exists in the authoritative domain.")
+        if topology.unresolved_forward_host.strip():
+            hosts = _smart_host_list(topology.unresolved_forward_host)
+            trace.note(
+                "next hop",
+                "The source virtual server forwards mail with unresolved recipients to "
+                f"{'; '.join(hosts)}.",
+            )
+            return trace.route(
+                "smart_host",
+                f"{address} is not a local mailbox: forwarded to {'; '.join(hosts)} "
+                "(unresolved recipient).",
+                next_hops=hosts,
+            )
         return trace.route(
             "reject",
             f"{address} is not a local mailbox: rejected (authoritative domain).",
@@ -455,10 +535,12 @@ def _apply_restrictions(
     if not content_refusals:
         # Only the sender is refused: a permission matter, answered at once like Exchange's
         # restricted-sender NDR.
+        refusals = "; ".join(delivery_refusals)
         return trace.route(
             "reject",
-            f"Delivery restrictions: {'; '.join(delivery_refusals)}.",
-            status="550 5.7.1 Sender not allowed to send to this domain (delivery restriction)",
+            f"Delivery restrictions: {refusals}.",
+            status=f"{DELIVERY_RESTRICTION_STATUS} Sender not allowed to send to "
+            f"{trace.domain} (delivery restrictions of connector {refusals})",
         )
     # Excluded connectors count as non-existent: no route at all.
     return trace.route(

@@ -5,6 +5,7 @@ addresses are in their stored (normal) form: lower-case IDNA domains."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, NamedTuple
 
 from smtpadmin.validators import pattern_specificity
@@ -86,6 +87,9 @@ class ConnectorFacts:
     bridgeheads: tuple[BridgeheadFacts, ...] = ()
     restrictions: DeliveryRestrictions = field(default_factory=DeliveryRestrictions)
     content: ContentRestrictions = field(default_factory=ContentRestrictions)
+    # "Allow messages to be relayed to these domains": its bridgeheads accept mail for its
+    # address spaces from any client, as a backup MX does.
+    allow_relay: bool = False
     # Marked down by delivery after connection-level failures.
     down: bool = False
     down_reason: str = ""
@@ -155,6 +159,16 @@ class RoutingIndex:
             {k: tuple(v) for k, v in accepted.items()},
         )
 
+    @cached_property
+    def restricted_patterns(self) -> frozenset[str]:
+        """The address spaces of connectors that enforce delivery restrictions: a sender can
+        be refused for a domain only when one of them covers it."""
+        return frozenset(
+            pattern
+            for pattern, matches in self.spaces.items()
+            if any(match.connector.restrictions.enforced for match in matches)
+        )
+
     def fits(self, topology: Topology) -> bool:
         return (
             self.connectors is topology.connectors
@@ -182,6 +196,10 @@ class Topology:
     source_routing_group_id: int | None = None
     source_virtual_server_id: int | None = None
     smart_hosts: str = ""  # the source virtual server's smart hosts, ';'-separated
+    # The source virtual server's "forward mail with unresolved recipients to host": where an
+    # address of an authoritative domain with no mailbox goes instead of an NDR (only known
+    # when ``mailboxes`` is).
+    unresolved_forward_host: str = ""
     # None = the mailbox set is not known here, so local recipients are not checked.
     mailboxes: frozenset[str] | None = None
     # Built from the connectors and accepted domains when not given; ``dataclasses.replace``

@@ -69,6 +69,9 @@ def build_topology(
         source_routing_group_id=source_server.routing_group_id if source_server else None,
         source_virtual_server_id=source_virtual_server.pk if source_virtual_server else None,
         smart_hosts=source_virtual_server.smart_hosts if source_virtual_server else "",
+        unresolved_forward_host=(
+            source_virtual_server.unresolved_forward_host if source_virtual_server else ""
+        ),
         mailboxes=mailboxes,
     )
 
@@ -108,6 +111,7 @@ def connector_facts(connector: Connector) -> ConnectorFacts:
             allow_non_system_messages=connector.allow_non_system_messages,
             max_message_size_kb=connector.max_message_size_kb,
         ),
+        allow_relay=connector.allow_relay,
         down=connector.is_marked_down,
         down_reason=connector.down_reason,
     )
@@ -199,19 +203,26 @@ def first_virtual_server() -> VirtualServer | None:
 
 def _source_key(vs: VirtualServer | None) -> tuple[Any, ...]:
     if vs is None:
-        return (None, None, None, "")
-    return (vs.pk, vs.server_id, vs.server.routing_group_id, vs.smart_hosts)
+        return (None, None, None, "", "")
+    return (
+        vs.pk,
+        vs.server_id,
+        vs.server.routing_group_id,
+        vs.smart_hosts,
+        vs.unresolved_forward_host,
+    )
 
 
 def with_source(topology: Topology, vs: VirtualServer | None) -> Topology:
     """The same snapshot as seen from ``vs`` (which has its server loaded)."""
-    pk, server_id, group_id, smart_hosts = _source_key(vs)
+    pk, server_id, group_id, smart_hosts, forward_host = _source_key(vs)
     return replace(
         topology,
         source_server_id=server_id,
         source_routing_group_id=group_id,
         source_virtual_server_id=pk,
         smart_hosts=smart_hosts,
+        unresolved_forward_host=forward_host,
     )
 
 

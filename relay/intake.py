@@ -63,6 +63,7 @@ class Accepted:
     queue_id: str
     message_pk: int
     local_entry_ids: tuple[int, ...]
+    refused: bool = False  # some recipient was refused by routing: an NDR is owed
 
     @property
     def reply(self) -> str:
@@ -70,7 +71,7 @@ class Accepted:
 
     @classmethod
     def of(cls, placed: Placed) -> Accepted:
-        return cls(placed.queue_id, placed.message_pk, placed.local_entry_ids)
+        return cls(placed.queue_id, placed.message_pk, placed.local_entry_ids, placed.refused)
 
 
 def accept(

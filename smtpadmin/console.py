@@ -28,7 +28,14 @@ class OrganizationSheet(PropertySheet):
             ("blocked_senders", "filter_blank_senders"),
             "One sender per line: user@example.com or *@example.com.",
         ),
-        Tab("Recipient Filtering", ("blocked_recipients", "filter_unknown_recipients")),
+        Tab(
+            "Recipient Filtering",
+            ("blocked_recipients", "filter_unknown_recipients"),
+            "Filter unknown recipients (recipients who are not in the directory): on, an "
+            "unknown address of an authoritative domain is refused at RCPT (550 5.1.1); off, "
+            "it is accepted and then returned to its sender with an NDR, or forwarded to the "
+            "virtual server's host for unresolved recipients.",
+        ),
         Tab(
             "Connection Filtering",
             ("global_accept_list", "global_deny_list", "block_list_providers"),

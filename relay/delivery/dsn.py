@@ -32,7 +32,7 @@ from relay.delivery.dsn_report import (
     format_date,
     plain_diagnostic,
 )
-from relay.queue.models import Message, Recipient, TrackingEvent
+from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.place import enhanced_status
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import AcceptedDomain, VirtualServer
@@ -47,6 +47,7 @@ __all__ = [
     "explanation",
     "postmaster_address",
     "remote_mta_name",
+    "report_refused",
     "submit_dsn",
 ]
 
@@ -189,6 +190,31 @@ def submit_dsn(
                 for r in report
             )
     return queue_id
+
+
+def report_refused(message_pk: int, now: datetime | None = None) -> tuple[int, ...]:
+    """The failure DSN for the recipients of a message that routing refused after the client
+    was answered 250 (no queue entry ever carried them); returns the DSN's local queue entries,
+    for local delivery to pick up at once. Nothing when they were reported on already."""
+    with transaction.atomic():
+        refused = list(
+            Recipient.objects.filter(
+                message_id=message_pk,
+                state=Recipient.State.FAILED,
+                entry__isnull=True,
+                dsn_sent_at__isnull=True,
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        queue_id = submit_dsn(message_pk, refused, FAILURE, now) if refused else None
+        if queue_id is None:
+            return ()
+        return tuple(
+            QueueEntry.objects.filter(
+                message__queue_id=queue_id, queue__kind=LinkQueue.Kind.LOCAL
+            ).values_list("pk", flat=True)
+        )
 
 
 @dataclass

@@ -157,12 +157,13 @@ def notify_delays(now: datetime) -> int:
 
 
 def recover_dsns(now: datetime) -> int:
-    """Failure DSNs still owed: failed recipients of queued mail without ``dsn_sent_at``."""
+    """Failure DSNs still owed: failed recipients of queued mail without ``dsn_sent_at``,
+    those routing refused after the 250 (no entry) included. A recipient refused during the
+    SMTP dialogue has no row: the client was told."""
     rows = list(
         Recipient.objects.filter(
             state=Recipient.State.FAILED,
             dsn_sent_at__isnull=True,
-            entry__isnull=False,  # refused during the SMTP dialogue: the client was told
             completed_at__lte=now - DSN_GRACE,
         )
         .order_by("message_id", "pk")

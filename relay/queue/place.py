@@ -215,6 +215,9 @@ class Placed:
     queue_id: str
     message_pk: int
     local_entry_ids: tuple[int, ...]
+    # Recipients routing refused after the client was answered 250: their sender is owed an
+    # NDR (``relay.delivery.dsn.report_refused``).
+    refused: bool = False
 
 
 # --- link queue ids, cached per process ------------------------------------------------
@@ -397,8 +400,9 @@ def _write(
                 for key, entry in by_key.items()
                 if queues[key].kind == LinkQueue.Kind.LOCAL
             ),
+            refused=None in row,
         )
-        for draft, message_pk, by_key in zip(drafts, message_pks, entries, strict=True)
+        for draft, message_pk, by_key, row in zip(drafts, message_pks, entries, specs, strict=True)
     ]
     return placed, queues
 

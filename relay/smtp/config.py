@@ -54,6 +54,9 @@ class ListenerConfig:
     max_hop_count: int = 15
     reverse_dns_lookup: bool = False
     external_dns_servers: tuple[str, ...] = ()
+    # Address spaces of connectors that allow relay and have this virtual server as a
+    # bridgehead (``connectors.routing.relay_patterns``): accepted from any client.
+    relay_patterns: frozenset[str] = frozenset()
     # Intake: expiration and delay-notification times of this and every other virtual
     # server (a connector's bridgehead decides for the mail it delivers).
     delivery_times: tuple[DeliveryTimes, ...] = ()
@@ -72,6 +75,10 @@ class OrganizationPolicy:
     blocked_senders: tuple[str, ...] = ()  # "user@domain" or "*@domain", normal form
     filter_blank_senders: bool = False  # refuse the null sender <>
     blocked_recipients: tuple[str, ...] = ()
+    # "Filter recipients who are not in the directory": off, an unknown address of an
+    # authoritative domain is accepted and then NDR'd (or forwarded to the virtual server's
+    # host for unresolved recipients).
+    filter_unknown_recipients: bool = True
     global_accept_list: tuple[str, ...] = ()  # IPs / CIDRs always let in (connection filter)
     global_deny_list: tuple[str, ...] = ()  # IPs / CIDRs always refused (connection filter)
     block_list_providers: tuple[str, ...] = ()  # DNSBL zones, e.g. zen.example.org

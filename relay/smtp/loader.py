@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from connectors.routing import relay_patterns
 from connectors.snapshot import AcceptedDomainFacts, AcceptedDomainType, Topology
 from connectors.topology import Aggregate, aggregates, shared_topologies
 from relay.queue.place import all_delivery_times
@@ -81,6 +82,7 @@ def organization_policy(organization: Organization) -> OrganizationPolicy:
         blocked_senders=tuple(organization.blocked_senders or ()),
         filter_blank_senders=organization.filter_blank_senders,
         blocked_recipients=tuple(organization.blocked_recipients or ()),
+        filter_unknown_recipients=organization.filter_unknown_recipients,
         global_accept_list=tuple(organization.global_accept_list or ()),
         global_deny_list=tuple(organization.global_deny_list or ()),
         block_list_providers=tuple(organization.block_list_providers or ()),
@@ -122,7 +124,31 @@ def topologies(virtual_servers: list[VirtualServer]) -> dict[int, Topology]:
     if not virtual_servers:
         return {}
     views = shared_topologies.topologies(virtual_servers, include_mailboxes=False)
-    return {vs.pk: view for vs, view in zip(virtual_servers, views, strict=True)}
+    # Routing needs the mailboxes where unresolved recipients are forwarded rather than left
+    # to local delivery's NDR; the cache reads them once per change of the mailbox set.
+    forwarding = [vs for vs in virtual_servers if vs.unresolved_forward_host]
+    with_mailboxes = dict(
+        zip(
+            (vs.pk for vs in forwarding),
+            shared_topologies.topologies(forwarding, include_mailboxes=True) if forwarding else (),
+            strict=True,
+        )
+    )
+    return {
+        vs.pk: with_mailboxes.get(vs.pk, view)
+        for vs, view in zip(virtual_servers, views, strict=True)
+    }
+
+
+def _relay_patterns(
+    view: Topology, vs_id: int, previous: RelayConfiguration | None
+) -> frozenset[str]:
+    """``relay_patterns`` of the view, worked out again only when the snapshot changed."""
+    if previous is not None and previous.topologies.get(vs_id) is view:
+        for listener in previous.listeners:
+            if listener.id == vs_id:
+                return listener.relay_patterns
+    return relay_patterns(view)
 
 
 def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayConfiguration:
@@ -142,11 +168,17 @@ def load(server_id: int, previous: RelayConfiguration | None = None) -> RelayCon
         if vs.certificate is not None
     }
     times = all_delivery_times()
+    views = topologies(virtual_servers)
     return RelayConfiguration(
         listeners=tuple(
-            replace(listener_config(vs), delivery_times=times) for vs in virtual_servers
+            replace(
+                listener_config(vs),
+                delivery_times=times,
+                relay_patterns=_relay_patterns(views[vs.pk], vs.pk, previous),
+            )
+            for vs in virtual_servers
         ),
-        topologies=topologies(virtual_servers),
+        topologies=views,
         organization=organization_policy(Organization.get()),
         directory=directory,
         directory_fingerprint=fingerprint,

@@ -6,11 +6,13 @@ status code and words an administrator reading a log or a bounce understands. No
 no DNS, no sockets: the protocol layer looks things up and asks here.
 
 Relay is closed unless the configuration opens it: a recipient is accepted only for a mailbox
-of an authoritative accepted domain, for a relay-type accepted domain, or when this client may
-relay (relay list, or authenticated with "allow all computers which successfully authenticate
-to relay" on). Addresses reach here only through ``addresses.parse_path``, which has already
-refused source routes, '@' in local parts, recipient address literals and anything aiosmtpd
-reads differently.
+of an authoritative accepted domain (any address there when the organization does not filter
+recipients who are not in the directory), for a relay-type accepted domain, for the address
+space of a connector that allows relay and has this virtual server as a bridgehead, or when
+this client may relay (relay list, or authenticated with "allow all computers which
+successfully authenticate to relay" on). Addresses reach here only through
+``addresses.parse_path``, which has already refused source routes, '@' in local parts,
+recipient address literals and anything aiosmtpd reads differently.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 
-from connectors.snapshot import AcceptedDomainFacts
+from connectors.routing import normal_sender_restriction
+from connectors.snapshot import AcceptedDomainFacts, Topology, pattern_keys
 from relay.smtp.addresses import ParsedAddress, Reply, echo
 from relay.smtp.config import Directory, ListenerConfig, OrganizationPolicy
 from smtpadmin.validators import (
@@ -42,8 +45,10 @@ __all__ = [
     "accepted_domain",
     "auth_decision",
     "auth_mechanisms",
+    "backup_relay",
     "connection_decision",
     "connection_limit_reply",
+    "connector_refusal",
     "data_ends_session",
     "data_line_outcome",
     "data_reply",
@@ -62,6 +67,7 @@ __all__ = [
     "sender_decision",
     "session_size_reply",
     "size_refusal",
+    "unknown_recipient_reply",
 ]
 
 ONLY_LISTED = "only_listed"
@@ -339,11 +345,12 @@ def recipient_decision(
 ) -> Reply | None:
     """Accept this recipient (``None``) or say why not.
 
-    A mailbox of an authoritative domain is accepted, any other address there refused with
-    550 5.1.1 now (no bounce later, so no backscatter). A relay-type accepted domain (internal
-    or external relay) is accepted, except local parts with '%', '!' or '@' (sender-specified
-    routing the next hop might obey) from a client that may not relay. Every other domain is
-    relay: only for clients ``may_relay`` allows, 550 5.7.1 otherwise.
+    A mailbox of an authoritative domain is accepted, any other address there as
+    ``unknown_recipient_reply`` says. A relay-type accepted domain (internal or external
+    relay), and the address space of a connector that allows relay through this virtual
+    server (``backup_relay``), is accepted, except local parts with '%', '!' or '@'
+    (sender-specified routing the next hop might obey) from a client that may not relay.
+    Every other domain is relay: only for clients ``may_relay`` allows, 550 5.7.1 otherwise.
     """
     if rcpt.is_null:
         return Reply(501, "5.1.3 The null address <> cannot be a recipient")
@@ -358,9 +365,9 @@ def recipient_decision(
     if accepted is not None and accepted.type == "authoritative":
         if rcpt.address.lower() in directory.mailboxes:
             return None
-        return Reply(550, f"5.1.1 <{rcpt.address}>: no such mailbox here")
+        return unknown_recipient_reply(rcpt, org)
     relay = may_relay(client_ip, client_name, authenticated, config)
-    if accepted is not None:
+    if accepted is not None or backup_relay(rcpt.domain, config):
         if not relay and any(c in rcpt.local for c in ROUTING_CHARACTERS):
             return Reply(
                 550,
@@ -370,6 +377,36 @@ def recipient_decision(
     elif not relay:
         return Reply(550, f"5.7.1 Relaying denied: {_relay_hint(rcpt.domain, config)}")
     return _routable(rcpt)
+
+
+def unknown_recipient_reply(rcpt: ParsedAddress, org: OrganizationPolicy) -> Reply | None:
+    """An address of an authoritative domain with no mailbox: refused now (550 5.1.1, no
+    bounce later, so no backscatter) while "filter recipients who are not in the directory"
+    is on; accepted otherwise, as Exchange does, and then forwarded to the virtual server's
+    host for unresolved recipients or NDR'd by local delivery."""
+    if org.filter_unknown_recipients:
+        return Reply(550, f"5.1.1 <{rcpt.address}>: no such mailbox here")
+    return _routable(rcpt)
+
+
+def backup_relay(domain: str, config: ListenerConfig) -> bool:
+    """``domain`` is in the address space of a connector that allows relay to it and has this
+    virtual server as a bridgehead: accepted from any client (the backup-MX case). As many
+    set lookups as the domain has labels."""
+    patterns = config.relay_patterns
+    return bool(patterns) and any(key in patterns for key in pattern_keys(domain))
+
+
+def connector_refusal(rcpt: ParsedAddress, sender: str, topology: Topology | None) -> Reply | None:
+    """Refuse at RCPT what routing would refuse after the 250: every connector that could
+    carry mail from ``sender`` ("" = the null sender) to ``rcpt`` refuses that sender in its
+    delivery restrictions, whatever the message. Reads routing's cached snapshot only."""
+    if topology is None:
+        return None
+    route = normal_sender_restriction(rcpt.address, sender.lower(), topology)
+    if route is None:
+        return None
+    return Reply(550, echo(route.status.partition(" ")[2], limit=400))
 
 
 def _relay_hint(domain: str, config: ListenerConfig) -> str:

@@ -525,7 +525,7 @@ class RelaySMTP(SMTP):
             config=self.config,
             org=self.organization,
             directory=self.directory,
-        )
+        ) or policy.connector_refusal(parsed, _sender(envelope), self.listener.topology)
         if refusal is not None:
             self.track_rejection(_sender(envelope), parsed.address, refusal)
             return str(refusal)
@@ -759,6 +759,8 @@ class RelaySMTP(SMTP):
         self.messages += 1
         self.session_bytes += len(content)
         self.listener.deliver_local_soon(accepted.local_entry_ids)
+        if accepted.refused:
+            self.listener.report_refused_soon(accepted.message_pk)
         return accepted.reply
 
 

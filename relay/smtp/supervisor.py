@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from django.utils import timezone
 
 from connectors.snapshot import Topology
+from relay.delivery.dsn import report_refused
 from relay.local import deliver_due_local, deliver_local
 from relay.smtp import policy
 from relay.smtp.addresses import Reply
@@ -144,6 +145,9 @@ class Listener:
 
     def deliver_local_soon(self, entry_ids: Iterable[int]) -> None:
         self.supervisor.deliver_local_soon(entry_ids)
+
+    def report_refused_soon(self, message_pk: int) -> None:
+        self.supervisor.report_refused_soon(message_pk)
 
     # --- managed by the supervisor -------------------------------------------------------------
     def configure(self, config: ListenerConfig, configuration: RelayConfiguration) -> None:
@@ -301,6 +305,16 @@ class Supervisor:
             return
         for entry_id in entry_ids:
             self.background(self.runtime.run(deliver_local, entry_id, self.runtime.worker))
+
+    def report_refused_soon(self, message_pk: int) -> None:
+        """The NDR for recipients routing refused after the 250, then its local delivery
+        (the sweeper sends it later when this fails)."""
+
+        async def report() -> None:
+            local = await self.runtime.run(report_refused, message_pk)
+            self.deliver_local_soon(local)
+
+        self.background(report())
 
     # --- the loop -----------------------------------------------------------------------------
     def stop(self) -> None:

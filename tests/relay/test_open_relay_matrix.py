@@ -46,6 +46,9 @@ class Case:
     client: str = "127.0.0.1"  # the client's address (loopback only)
     auth: str = ""  # "", "ok", "wrong password", "disabled", "elsewhere"
     connector: str = ""  # a connector allowing relay to this address space
+    bridgehead: bool = True  # the virtual server is the connector's bridgehead (else another)
+    enabled: bool = True  # the connector is enabled
+    relay: bool = True  # its "allow messages to be relayed to these domains" box
     utf8: bool = False  # MAIL FROM ... SMTPUTF8
 
 
@@ -296,10 +299,20 @@ MATRIX = [
         client="::1",
     ),
     # --- connectors that allow relay to their address space ---------------------------------
-    # The relay decides on accepted domains and the relay list; a connector's "allow messages
-    # to be relayed to these domains" does not open the listener (the Relay check flags '*').
-    row("connector-allows-domain", "<u@conn.test>", 550, connector="conn.test"),
-    row("connector-allows-everything", "<victim@elsewhere.test>", 550, connector="*"),
+    # "Allow messages to be relayed to these domains": every bridgehead of the connector takes
+    # mail for its address space from anyone (a backup MX), and nothing else. As in Exchange,
+    # an address space '*' with it opens relay to every domain (the Relay check flags it).
+    row("connector-allows-domain", "<u@conn.test>", 250, connector="conn.test"),
+    row("connector-allows-subdomain", "<u@a.sub.test>", 250, connector="*.sub.test"),
+    row("connector-allows-not-parent", "<u@sub.test>", 550, connector="*.sub.test"),
+    row("connector-allows-not-other", "<victim@elsewhere.test>", 550, connector="conn.test"),
+    row("connector-allows-not-suffix", "<u@evilconn.test>", 550, connector="conn.test"),
+    row("connector-percent-hack", "<victim%elsewhere.test@conn.test>", 550, connector="conn.test"),
+    row("connector-bang-hack", "<elsewhere.test!victim@conn.test>", 550, connector="conn.test"),
+    row("connector-not-bridgehead", "<u@conn.test>", 550, connector="conn.test", bridgehead=False),
+    row("connector-disabled", "<u@conn.test>", 550, connector="conn.test", enabled=False),
+    row("connector-without-relay-box", "<u@conn.test>", 550, connector="conn.test", relay=False),
+    row("connector-allows-everything", "<victim@elsewhere.test>", 250, connector="*"),
     row(
         "connector-listed-client",
         "<u@conn.test>",
@@ -335,9 +348,17 @@ def present(case: Case, world: World) -> None:
         credential.virtual_servers.set([other])
     if case.connector:
         connector = Connector.objects.create(
-            name="Partner link", routing_group=RoutingGroup.first(), allow_relay=True
+            name="Partner link",
+            routing_group=RoutingGroup.first(),
+            allow_relay=case.relay,
+            enabled=case.enabled,
         )
-        connector.bridgeheads.set([world.vs])
+        bridgehead = world.vs
+        if not case.bridgehead:
+            bridgehead = VirtualServer.objects.create(
+                server=world.server, name="Backup MX", ip_address="127.0.0.1", port=free_port()
+            )
+        connector.bridgeheads.set([bridgehead])
         AddressSpace.objects.create(connector=connector, domain=case.connector)
 
 
