@@ -263,7 +263,8 @@ def relay_patterns(topology: Topology) -> frozenset[str]:
     """The address spaces the source virtual server accepts mail for from any client: those
     of enabled connectors with "allow messages to be relayed to these domains" that it is a
     bridgehead of (a connector that lists none is sent over by every virtual server in its
-    scope, so every one of them is). A backup MX for those domains, and nothing more."""
+    scope, so every one of them is). A backup MX for those domains, and nothing more: an address
+    space '*' opens nothing."""
     source = topology.source_virtual_server_id
     patterns: set[str] = set()
     for connector in topology.connectors:
@@ -276,7 +277,9 @@ def relay_patterns(topology: Topology) -> frozenset[str]:
                 connector.routing_group_id == topology.source_routing_group_id
             )
         if bridgehead:
-            patterns.update(space.pattern for space in connector.address_spaces)
+            # '*' would accept mail for every domain from anyone: an open relay, never opened
+            # (Exchange 2003 did open it; the Relay check flags such a connector).
+            patterns.update(s.pattern for s in connector.address_spaces if s.pattern != "*")
     return frozenset(patterns)
 
 

@@ -93,7 +93,7 @@ CONNECTOR_TABS = [
         ("scope", "allow_relay"),
         "Allow messages to be relayed to these domains: every bridgehead of this connector "
         "(every virtual server, when it lists none) accepts mail for these address spaces from "
-        "any client, as a backup MX does. With address space * that is an open relay.",
+        "any client, as a backup MX does. Address space * is never relayed to (an open relay).",
         parts=("address_spaces",),
     ),
     Tab(

@@ -300,8 +300,8 @@ MATRIX = [
     ),
     # --- connectors that allow relay to their address space ---------------------------------
     # "Allow messages to be relayed to these domains": every bridgehead of the connector takes
-    # mail for its address space from anyone (a backup MX), and nothing else. As in Exchange,
-    # an address space '*' with it opens relay to every domain (the Relay check flags it).
+    # mail for its address space from anyone (a backup MX), and nothing else. An address space
+    # '*' with it would open relay to every domain (Exchange 2003 did): it opens nothing.
     row("connector-allows-domain", "<u@conn.test>", 250, connector="conn.test"),
     row("connector-allows-subdomain", "<u@a.sub.test>", 250, connector="*.sub.test"),
     row("connector-allows-not-parent", "<u@sub.test>", 550, connector="*.sub.test"),
@@ -312,7 +312,7 @@ MATRIX = [
     row("connector-not-bridgehead", "<u@conn.test>", 550, connector="conn.test", bridgehead=False),
     row("connector-disabled", "<u@conn.test>", 550, connector="conn.test", enabled=False),
     row("connector-without-relay-box", "<u@conn.test>", 550, connector="conn.test", relay=False),
-    row("connector-allows-everything", "<victim@elsewhere.test>", 250, connector="*"),
+    row("connector-allows-everything", "<victim@elsewhere.test>", 550, connector="*"),
     row(
         "connector-listed-client",
         "<u@conn.test>",
