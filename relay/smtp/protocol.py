@@ -6,8 +6,10 @@ aiosmtpd parses the commands; this subclass adds what a relay needs around them 
 * admission before the greeting: paused listener, connection limit, connection control,
   global accept / deny lists, block lists (reverse DNS looked up off the loop when needed);
 * MAIL: TLS and authentication requirements, messages per connection, declared SIZE against
-  the message and session limits, the sender filter;
-* RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter;
+  the message (virtual server and organization) and session limits, the sender filter, the
+  credential's send limit (one database statement, only for a credential with a limit);
+* RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter,
+  a declared SIZE against the recipient's size limit (receiving or sending);
 * AUTH PLAIN / LOGIN checked in a thread against SMTP credentials, failures slowed down;
 * DATA read here in blocks (``relay.smtp.data``) rather than line by line by aiosmtpd, so a
   bare CR or LF anywhere ends the session (SMTP smuggling), NUL and lines over 998 octets are
