@@ -493,7 +493,7 @@ def recipient_size_limit(
 
 
 def recipient_size_reply(declared: int | None, limit: int | None, address: str) -> Reply | None:
-    """MAIL FROM declared SIZE=n, and this recipient's limit is smaller (RFC 1870 6.2): the
+    """MAIL FROM declared SIZE=n, and this recipient's limit is smaller (RFC 1870): the
     recipient is refused, the message may still go to the others."""
     if declared is not None and limit is not None and declared > limit:
         return Reply(

@@ -112,3 +112,16 @@ def test_hours_are_numbered_from_1970_in_utc(settings: Any) -> None:
     assert hour_number(datetime.datetime(1970, 1, 1, 0, 59, tzinfo=datetime.UTC)) == 0
     eastern = datetime.timezone(datetime.timedelta(hours=-5))
     assert hour_number(NOON) == hour_number(datetime.datetime(2026, 12, 3, 7, 30, tzinfo=eastern))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counting_leaves_the_connection_committing_synchronously() -> None:
+    """The relay's database threads also run intake: the counter's asynchronous commit is its
+    own statement's, never the connection's."""
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    limit = limit_of(credential(3))
+    assert take_message(limit, NOON)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)
