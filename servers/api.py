@@ -324,6 +324,10 @@ class SmtpCredentialSerializer(ModelCleanSerializer):
         style={"input_type": "password"},
         help_text="Write-only: required when creating; send it again only to change it.",
     )
+    sent_this_hour = serializers.SerializerMethodField(
+        help_text="Messages counted against the send limit in the current hour (UTC), by "
+        "every relay process: each MAIL FROM the relay accepted from this credential."
+    )
 
     class Meta:
         model = SmtpCredential
@@ -334,11 +338,15 @@ class SmtpCredentialSerializer(ModelCleanSerializer):
             "enabled",
             "virtual_servers",
             "send_limit_per_hour",
+            "sent_this_hour",
             "last_used_at",
             "failed_logins",
             "locked_until",
             "created_at",
         ]
+
+    def get_sent_this_hour(self, credential: SmtpCredential) -> int:
+        return credential.sent_this_hour()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and not attrs.get("password"):

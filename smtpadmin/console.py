@@ -21,7 +21,9 @@ class OrganizationSheet(PropertySheet):
         Tab(
             "Defaults",
             ("sending_size_limit_kb", "receiving_size_limit_kb", "recipients_limit"),
-            "Organization-wide limits; blank = no limit.",
+            "Organization-wide limits, applied by every virtual server with its own (the "
+            "smaller wins); blank = no limit. Receiving: mail for the accepted domains. "
+            "Sending: mail from authenticated users, and mail relayed out of the organization.",
         ),
         Tab(
             "Sender Filtering",

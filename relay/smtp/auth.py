@@ -36,6 +36,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
 from django.utils import timezone
 
+from relay.smtp.send_limits import SendLimit, send_limit_of
 from servers.models import SmtpCredential
 from smtpadmin import throttle
 
@@ -53,6 +54,7 @@ class AuthOutcome:
     reply: str
     username: str = ""  # the credential's name on success
     delay: float = 0.0  # seconds to wait before sending ``reply`` (failures only)
+    send_limit: SendLimit | None = None  # the credential's messages per hour, when it has one
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,12 @@ def check_credentials(
                 failed_logins=throttle.name_failures(SMTP, username),
                 locked_until=throttle.latest_lock(SMTP, username),
             )
-        return AuthOutcome(ok=True, reply=SUCCESS, username=credential.username)
+        return AuthOutcome(
+            ok=True,
+            reply=SUCCESS,
+            username=credential.username,
+            send_limit=send_limit_of(credential),
+        )
 
     if credential is None:
         CACHE.forget(username, password)  # the credential was deleted

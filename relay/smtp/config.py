@@ -69,8 +69,9 @@ class ListenerConfig:
 
 @dataclass(frozen=True)
 class OrganizationPolicy:
-    """The organization's global filters (Message Delivery), applied by a virtual server
-    only when its "apply ... filter" boxes are on."""
+    """The organization's global settings (Message Delivery): its filters, applied by a
+    virtual server only when its "apply ... filter" boxes are on, and its default limits,
+    applied by every virtual server."""
 
     blocked_senders: tuple[str, ...] = ()  # "user@domain" or "*@domain", normal form
     filter_blank_senders: bool = False  # refuse the null sender <>
@@ -84,6 +85,13 @@ class OrganizationPolicy:
     block_list_providers: tuple[str, ...] = ()  # DNSBL zones, e.g. zen.example.org
     message_tracking_enabled: bool = True
     subject_logging_enabled: bool = False
+    # Message Delivery > Defaults, applied by every virtual server together with its own
+    # limits (the smaller wins). Bytes / recipients; None = no limit. Receiving: mail for the
+    # organization's accepted domains; sending: mail its users send (authenticated) or that
+    # leaves it (a recipient outside the accepted domains).
+    sending_size_limit: int | None = None
+    receiving_size_limit: int | None = None
+    recipients_per_message: int | None = None
 
 
 @dataclass(frozen=True)

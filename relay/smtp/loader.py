@@ -88,6 +88,9 @@ def organization_policy(organization: Organization) -> OrganizationPolicy:
         block_list_providers=tuple(organization.block_list_providers or ()),
         message_tracking_enabled=organization.message_tracking_enabled,
         subject_logging_enabled=organization.subject_logging_enabled,
+        sending_size_limit=_kb(organization.sending_size_limit_kb),
+        receiving_size_limit=_kb(organization.receiving_size_limit_kb),
+        recipients_per_message=organization.recipients_limit,
     )
 
 

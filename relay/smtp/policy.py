@@ -17,10 +17,12 @@ recipient address literals and anything aiosmtpd reads differently.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import ipaddress
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
 from django.core.exceptions import ValidationError
 
@@ -53,17 +55,26 @@ __all__ = [
     "data_line_outcome",
     "data_reply",
     "data_size_outcome",
+    "declared_size_refusal",
     "declared_size_reply",
     "greeting_name_refusal",
     "hop_count",
     "hop_count_reply",
+    "largest_message",
     "line_outcome",
     "may_relay",
+    "message_config",
     "message_count_reply",
+    "message_size_limit",
     "needs_reverse_dns",
     "normal_client_ip",
+    "organization_sizes_apply",
     "recipient_count_reply",
     "recipient_decision",
+    "recipient_size_limit",
+    "recipient_size_reply",
+    "recipients_limit",
+    "send_limit_reply",
     "sender_decision",
     "session_size_reply",
     "size_refusal",
@@ -445,12 +456,101 @@ def _session_too_big(limit: int) -> Reply:
     )
 
 
-def declared_size_reply(declared: int | None, config: ListenerConfig) -> Reply | None:
-    """MAIL FROM ... SIZE=n over the message size limit."""
-    limit = config.message_size_limit
+def _smallest(*limits: int | None) -> int | None:
+    """The strictest of some limits (None = no limit)."""
+    present = [limit for limit in limits if limit is not None]
+    return min(present) if present else None
+
+
+def _largest(*limits: int | None) -> int | None:
+    """The most generous of some limits: None (no limit) beats every number."""
+    return None if None in limits else max(limit for limit in limits if limit is not None)
+
+
+def organization_sizes_apply(config: ListenerConfig, org: OrganizationPolicy) -> bool:
+    """Whether an organization size limit is stricter than the virtual server's own: when
+    not, every message's limit is the virtual server's and nothing needs working out."""
+    own = config.message_size_limit
+    return any(
+        limit is not None and (own is None or limit < own)
+        for limit in (org.sending_size_limit, org.receiving_size_limit)
+    )
+
+
+def message_size_limit(
+    config: ListenerConfig, org: OrganizationPolicy, *, sending: bool, receiving: bool
+) -> int | None:
+    """A message's size limit: the smaller of the virtual server's limit and the
+    organization's limits that apply to it. ``sending``: the organization's users send it
+    (the session authenticated) or it leaves the organization (a recipient outside the
+    accepted domains); ``receiving``: a recipient is in an accepted domain."""
+    return _smallest(
+        config.message_size_limit,
+        org.sending_size_limit if sending else None,
+        org.receiving_size_limit if receiving else None,
+    )
+
+
+def largest_message(
+    config: ListenerConfig,
+    org: OrganizationPolicy,
+    *,
+    authenticated: bool,
+    may_authenticate: bool,
+    may_relay: bool,
+) -> int | None:
+    """The largest message this session could still have accepted (EHLO's SIZE, and the
+    declared SIZE at MAIL). Authenticated: the sending limit applies to everything it sends.
+    A client that may relay, or may still authenticate, might send either way: the more
+    generous of the two. Any other client can only send into the accepted domains: the
+    receiving limit."""
+    if authenticated:
+        org_limit = org.sending_size_limit
+    elif may_relay or may_authenticate:
+        org_limit = _largest(org.sending_size_limit, org.receiving_size_limit)
+    else:
+        org_limit = org.receiving_size_limit
+    return _smallest(config.message_size_limit, org_limit)
+
+
+def recipient_size_limit(
+    message_limit: int | None,
+    rcpt: ParsedAddress,
+    config: ListenerConfig,
+    org: OrganizationPolicy,
+    directory: Directory,
+) -> int | None:
+    """The message's size limit once this (accepted) recipient is added to it: receiving
+    for an accepted domain, sending for a recipient the message leaves the organization to."""
+    inbound = accepted_domain(rcpt.domain, directory) is not None
+    return _smallest(
+        message_limit,
+        message_size_limit(config, org, sending=not inbound, receiving=inbound),
+    )
+
+
+def recipient_size_reply(declared: int | None, limit: int | None, address: str) -> Reply | None:
+    """MAIL FROM declared SIZE=n, and this recipient's limit is smaller (RFC 1870): the
+    recipient is refused, the message may still go to the others."""
+    if declared is not None and limit is not None and declared > limit:
+        return Reply(
+            552,
+            f"5.3.4 Message size exceeds fixed maximum message size for <{echo(address)}> "
+            f"({limit} bytes)",
+        )
+    return None
+
+
+def declared_size_refusal(declared: int | None, limit: int | None) -> Reply | None:
+    """MAIL FROM ... SIZE=n over ``limit``."""
     if declared is not None and limit is not None and declared > limit:
         return _message_too_big(limit)
     return None
+
+
+def declared_size_reply(declared: int | None, config: ListenerConfig) -> Reply | None:
+    """MAIL FROM ... SIZE=n over the virtual server's message size limit."""
+    return declared_size_refusal(declared, config.message_size_limit)
 
 
 def session_size_reply(session_bytes: int, config: ListenerConfig) -> Reply | None:
@@ -461,23 +561,53 @@ def session_size_reply(session_bytes: int, config: ListenerConfig) -> Reply | No
     return None
 
 
-def size_refusal(declared: int, session_bytes: int, config: ListenerConfig) -> Reply | None:
-    """MAIL FROM ... SIZE=``declared``: over the message size limit, or over what is left of
-    the session size limit after the ``session_bytes`` already accepted in this session."""
-    return declared_size_reply(declared, config) or session_size_reply(
+def size_refusal(
+    declared: int, session_bytes: int, config: ListenerConfig, largest: int | None
+) -> Reply | None:
+    """MAIL FROM ... SIZE=``declared``: over ``largest`` (``largest_message``, or the
+    virtual server's message size limit), or over what is left of the session size limit
+    after the ``session_bytes`` already accepted in this session."""
+    return declared_size_refusal(declared, largest) or session_size_reply(
         session_bytes + declared, config
     )
 
 
-def recipient_count_reply(accepted_so_far: int, config: ListenerConfig) -> Reply | None:
+def message_config(config: ListenerConfig, message_limit: int | None) -> ListenerConfig:
+    """The listener's configuration as one message's data is read and answered: its own
+    size limit where the organization's limits make it smaller than the virtual server's."""
+    if message_limit == config.message_size_limit:
+        return config
+    return replace(config, message_size_limit=message_limit)
+
+
+def recipients_limit(config: ListenerConfig, org: OrganizationPolicy) -> int | None:
+    """Recipients per message: the smaller of the virtual server's and the organization's."""
+    return _smallest(config.recipients_per_message, org.recipients_per_message)
+
+
+def recipient_count_reply(
+    accepted_so_far: int, config: ListenerConfig, org: OrganizationPolicy
+) -> Reply | None:
     """Before accepting one more recipient: over the limit, the client sends the rest later
     (RFC 5321 4.5.3.1.10)."""
-    limit = config.recipients_per_message
+    limit = recipients_limit(config, org)
     if limit is not None and accepted_so_far >= limit:
         return Reply(
             452, f"4.5.3 Too many recipients (limit {limit} per message); send the rest later"
         )
     return None
+
+
+def send_limit_reply(username: str, per_hour: int, now: datetime.datetime) -> Reply:
+    """The credential's messages for this hour are used up: a temporary refusal that says
+    when the next hour (and its allowance) starts."""
+    next_hour = now.astimezone(datetime.UTC).replace(minute=0, second=0, microsecond=0)
+    next_hour += datetime.timedelta(hours=1)
+    return Reply(
+        450,
+        f"4.7.1 Send limit reached: {echo(username)} may send {per_hour} messages per hour; "
+        f"try again after {next_hour:%H:%M} UTC",
+    )
 
 
 def message_count_reply(messages_so_far: int, config: ListenerConfig) -> Reply | None:

@@ -6,8 +6,10 @@ aiosmtpd parses the commands; this subclass adds what a relay needs around them 
 * admission before the greeting: paused listener, connection limit, connection control,
   global accept / deny lists, block lists (reverse DNS looked up off the loop when needed);
 * MAIL: TLS and authentication requirements, messages per connection, declared SIZE against
-  the message and session limits, the sender filter;
-* RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter;
+  the message (virtual server and organization) and session limits, the sender filter, the
+  credential's send limit (one database statement, only for a credential with a limit);
+* RCPT: recipients per message, the relay decision and local mailboxes, the recipient filter,
+  a declared SIZE against the recipient's size limit (receiving or sending);
 * AUTH PLAIN / LOGIN checked in a thread against SMTP credentials, failures slowed down;
 * DATA read here in blocks (``relay.smtp.data``) rather than line by line by aiosmtpd, so a
   bare CR or LF anywhere ends the session (SMTP smuggling), NUL and lines over 998 octets are
@@ -53,6 +55,7 @@ from relay.smtp.config import ListenerConfig
 from relay.smtp.data import DataScanner, read_block
 from relay.smtp.policy import DataOutcome
 from relay.smtp.runtime import receiver
+from relay.smtp.send_limits import SendLimit, take_message
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
@@ -108,7 +111,14 @@ class RelaySMTP(SMTP):
         self.introspecting = True
         super().__init__(
             self,
-            data_size_limit=config.message_size_limit,
+            # What any session here could send: EHLO narrows it down for each session.
+            data_size_limit=policy.largest_message(
+                config,
+                self.organization,
+                authenticated=False,
+                may_authenticate=True,
+                may_relay=True,
+            ),
             enable_SMTPUTF8=True,
             hostname=config.fqdn,
             ident=IDENT,
@@ -130,6 +140,9 @@ class RelaySMTP(SMTP):
         self.connected_at = time.time()
         self.messages = 0
         self.session_bytes = 0
+        self.send_limit: SendLimit | None = None  # the authenticated credential's, if any
+        self.message_limit = config.message_size_limit  # the current message's size limit
+        self.declared_size: int | None = None  # the current MAIL FROM's SIZE=
         self.in_data = False
         self.data_open = False  # after 354 until the reply: client lines are message data
         self.registered = False
@@ -420,7 +433,12 @@ class RelaySMTP(SMTP):
     ) -> list[str]:
         session.host_name = hostname
         answer = [responses[0], "250-PIPELINING"]
-        answer += [line for line in responses[1:-1] if not line.startswith("250-AUTH")]
+        size = self.largest_message(at_mail=False)
+        answer += [
+            f"250-SIZE {size}" if line.startswith("250-SIZE") and size else line
+            for line in responses[1:-1]
+            if not line.startswith("250-AUTH")
+        ]
         mechanisms = policy.auth_mechanisms(self.config, tls=self.tls)
         if mechanisms:
             answer.append("250-AUTH " + " ".join(mechanisms))
@@ -459,8 +477,39 @@ class RelaySMTP(SMTP):
             return too_many
         declared = _declared_size(argument)
         if declared is not None:
-            return policy.size_refusal(declared, self.session_bytes, config)
+            largest = self.largest_message(at_mail=True)
+            return policy.size_refusal(declared, self.session_bytes, config, largest)
         return None
+
+    def largest_message(self, *, at_mail: bool) -> int | None:
+        """The largest message this session could have accepted (``policy.largest_message``):
+        for EHLO's SIZE, or for the transaction a MAIL FROM starts (no AUTH inside it)."""
+        config, org = self.config, self.organization
+        if not policy.organization_sizes_apply(config, org):
+            return config.message_size_limit
+        authenticated = self.authenticated
+        return policy.largest_message(
+            config,
+            org,
+            authenticated=authenticated,
+            may_authenticate=not at_mail and bool(policy.auth_mechanisms(config, tls=self.tls)),
+            may_relay=not authenticated
+            and policy.may_relay(self.client_address, self.client_name, False, config),
+        )
+
+    async def send_limit_refusal(self) -> Reply | None:
+        """Take one message from the credential's hourly allowance (all relay processes share
+        it); the 450 when it is used up. Only for a credential with a send limit."""
+        limit = self.send_limit
+        if limit is None:
+            return None
+        now = timezone.now()
+        try:
+            taken = await self.runtime.run(take_message, limit, now)
+        except DatabaseError as error:
+            log.warning("send limit of %s not checked: %r", limit.username, error)
+            return Reply(451, "4.3.0 Temporary failure on this server; try again later")
+        return None if taken else policy.send_limit_reply(limit.username, limit.per_hour, now)
 
     async def handle_MAIL(
         self,
@@ -485,9 +534,14 @@ class RelaySMTP(SMTP):
             authenticated=self.authenticated,
             tls=self.tls,
         )
+        refusal = refusal or await self.send_limit_refusal()
         if refusal is not None:
             self.track_rejection(parsed.address, "", refusal)
             return str(refusal)
+        self.declared_size = _declared_size(self.raw_argument)
+        self.message_limit = policy.message_size_limit(
+            self.config, self.organization, sending=self.authenticated, receiving=False
+        )
         envelope.mail_from = parsed.address if not parsed.is_null else "<>"
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -495,7 +549,9 @@ class RelaySMTP(SMTP):
     async def smtp_RCPT(self, arg: str | None) -> None:
         envelope = self.envelope
         if envelope is not None and envelope.mail_from:
-            too_many = policy.recipient_count_reply(len(envelope.rcpt_tos), self.config)
+            too_many = policy.recipient_count_reply(
+                len(envelope.rcpt_tos), self.config, self.organization
+            )
             if too_many is not None:
                 await self.push(str(too_many))
                 return
@@ -526,6 +582,13 @@ class RelaySMTP(SMTP):
             org=self.organization,
             directory=self.directory,
         ) or policy.connector_refusal(parsed, _sender(envelope), self.listener.topology)
+        if refusal is None and policy.organization_sizes_apply(self.config, self.organization):
+            limit = policy.recipient_size_limit(
+                self.message_limit, parsed, self.config, self.organization, self.directory
+            )
+            refusal = policy.recipient_size_reply(self.declared_size, limit, parsed.address)
+            if refusal is None:
+                self.message_limit = limit
         if refusal is not None:
             self.track_rejection(_sender(envelope), parsed.address, refusal)
             return str(refusal)
@@ -660,6 +723,7 @@ class RelaySMTP(SMTP):
             log.warning("AUTH from %s not checked: %r", self.client_address, error)
             return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
         if outcome.ok:
+            self.send_limit = outcome.send_limit
             return AuthResult(
                 success=True,
                 auth_data=LoginPassword(outcome.username.encode(), b""),
@@ -686,12 +750,13 @@ class RelaySMTP(SMTP):
         # "In DATA" lasts until the reply is sent: stopping the listener waits for it, so a
         # message stored is never answered with anything but its 250.
         self.in_data = self.data_open = True
+        config = policy.message_config(self.config, self.message_limit)
         try:
-            content, outcome = await self.read_data()
+            content, outcome = await self.read_data(config)
             if outcome is not DataOutcome.COMPLETE:
                 self._set_post_data_state()
                 self.data_open = False
-                await self.push(str(policy.data_reply(outcome, self.config)))
+                await self.push(str(policy.data_reply(outcome, config)))
                 if policy.data_ends_session(outcome):
                     self.close()
                 return
@@ -704,12 +769,12 @@ class RelaySMTP(SMTP):
         if self.close_after_data:
             self.terminate(self.close_after_data)
 
-    async def read_data(self) -> tuple[bytes, DataOutcome]:
+    async def read_data(self, config: ListenerConfig) -> tuple[bytes, DataOutcome]:
         """The message up to the lone dot, dot-unstuffed, and how it ended (``relay.smtp.data``).
         A refused message is read to its end first (RFC 5321 4.2.5), so the session goes on
         as after RSET; a bare CR or LF refuses at once: what follows it might be smuggled
         commands."""
-        scanner = DataScanner(self.config, self.session_bytes)
+        scanner = DataScanner(config, self.session_bytes)
         while not scanner.done:
             if self.transport is None:  # closed meanwhile: the message is incomplete
                 return b"", DataOutcome.CLOSED

@@ -31,6 +31,13 @@ def _accepted_by(credential: SmtpCredential) -> str:
     return ", ".join(names) if names else "all virtual servers"
 
 
+def _sent_this_hour(credential: SmtpCredential) -> str:
+    """The messages counted against the send limit this hour, by every relay process."""
+    sent = credential.sent_this_hour()
+    limit = credential.send_limit_per_hour
+    return f"{sent} of {limit}" if limit else str(sent)
+
+
 class SmtpCredentialList(ObjectList):
     title = "SMTP Credentials"
     nav_key = "smtp-credentials"
@@ -44,6 +51,7 @@ class SmtpCredentialList(ObjectList):
             lambda c: c.send_limit_per_hour or "no limit",
             "send_limit_per_hour",
         ),
+        Column("Sent this hour", _sent_this_hour),
         Column("Last used", lambda c: c.last_used_at or "never", "last_used_at"),
         Column("Failed logins", lambda c: c.failed_logins, "failed_logins"),
     ]
@@ -123,6 +131,7 @@ class SmtpCredentialSheet(SelectsNode, PropertySheet):
             return []
         return [
             ("Last used", self.credential.last_used_at or "never"),
+            ("Messages sent this hour", _sent_this_hour(self.credential)),
             ("Failed logins (15 minutes)", self.credential.failed_logins),
             ("Locked until", self.credential.locked_until),
             ("Login locks", throttle.describe(self.credential.login_locks()) or "none"),

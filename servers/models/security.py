@@ -19,6 +19,12 @@ from django.utils import timezone
 from smtpadmin.validators import normalize_domain
 
 
+def hour_number(now: datetime.datetime | None = None) -> int:
+    """The send limit's hourly bucket: whole hours since 1970-01-01 00:00 UTC."""
+    moment = now if now is not None else timezone.now()
+    return int(moment.timestamp()) // 3600
+
+
 class SmtpCredential(models.Model):
     """A user name and password that SMTP clients present with AUTH PLAIN / LOGIN."""
 
@@ -35,6 +41,10 @@ class SmtpCredential(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Blank = no limit"
     )
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # The send limit's counter: messages started (MAIL FROM accepted) in the hour numbered
+    # ``sent_hour`` (hours since 1970 UTC), shared by every relay process through this row.
+    sent_hour = models.PositiveIntegerField(default=0)
+    sent_in_hour = models.PositiveIntegerField(default=0)
     failed_logins = models.PositiveIntegerField(default=0)
     locked_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -42,7 +52,7 @@ class SmtpCredential(models.Model):
 
     audit_secret_fields = ("password_hash",)
     # Written by the relay while it runs; never by a configuration save, never audited.
-    runtime_fields = ("last_used_at", "failed_logins", "locked_until")
+    runtime_fields = ("last_used_at", "failed_logins", "locked_until", "sent_hour", "sent_in_hour")
 
     class Meta:
         ordering = ["username"]
@@ -90,6 +100,10 @@ class SmtpCredential(models.Model):
                 by, self, "login lock", f"{locked} locked, {before} failed logins", "unlocked"
             )
         return locked
+
+    def sent_this_hour(self, now: datetime.datetime | None = None) -> int:
+        """Messages counted against the send limit in the current hour (UTC)."""
+        return self.sent_in_hour if self.sent_hour == hour_number(now) else 0
 
     def check_password(self, raw_password: str) -> bool:
         return bool(self.password_hash) and check_password(raw_password, self.password_hash)
@@ -211,4 +225,4 @@ class Certificate(models.Model):
         return instance
 
 
-__all__ = ["Certificate", "SmtpCredential"]
+__all__ = ["Certificate", "SmtpCredential", "hour_number"]

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from relay.smtp.config import KB, ListenerConfig
+from relay.smtp.config import KB, ListenerConfig, OrganizationPolicy
 from relay.smtp.data import DataScanner
 from relay.smtp.policy import (
     DataOutcome,
@@ -26,6 +26,7 @@ from relay.smtp.policy import (
 )
 
 DEFAULT = ListenerConfig(id=1)
+ORG = OrganizationPolicy()
 BARE_LINE_ENDING = DataOutcome.BARE_LINE_ENDING
 NUL_IN_DATA = DataOutcome.NUL
 LINE_TOO_LONG = DataOutcome.LINE_TOO_LONG
@@ -233,10 +234,10 @@ def test_the_session_size_limit_counts_every_message_of_the_connection() -> None
 def test_size_refusal_checks_the_declared_size_against_both_limits() -> None:
     config = replace(DEFAULT, session_size_limit=10 * KB, message_size_limit=8 * KB)
 
-    assert size_refusal(8 * KB, 0, config) is None
-    assert str(size_refusal(8 * KB + 1, 0, config)).startswith("552 5.3.4 Message size")
-    assert str(size_refusal(4 * KB, 7 * KB, config)).startswith("552 5.3.4 Session size")
-    assert size_refusal(4 * KB, 6 * KB, config) is None
+    assert size_refusal(8 * KB, 0, config, 8 * KB) is None
+    assert str(size_refusal(8 * KB + 1, 0, config, 8 * KB)).startswith("552 5.3.4 Message size")
+    assert str(size_refusal(4 * KB, 7 * KB, config, 8 * KB)).startswith("552 5.3.4 Session size")
+    assert size_refusal(4 * KB, 6 * KB, config, 8 * KB) is None
 
 
 # --- counts -------------------------------------------------------------------------------
@@ -245,11 +246,12 @@ def test_size_refusal_checks_the_declared_size_against_both_limits() -> None:
 def test_recipients_over_the_limit_get_452_so_the_client_sends_the_rest_later() -> None:
     config = replace(DEFAULT, recipients_per_message=100)
 
-    assert recipient_count_reply(99, config) is None
-    assert str(recipient_count_reply(100, config)) == (
+    assert recipient_count_reply(99, config, ORG) is None
+    assert str(recipient_count_reply(100, config, ORG)) == (
         "452 4.5.3 Too many recipients (limit 100 per message); send the rest later"
     )
-    assert recipient_count_reply(10**6, replace(DEFAULT, recipients_per_message=None)) is None
+    unlimited = replace(DEFAULT, recipients_per_message=None)
+    assert recipient_count_reply(10**6, unlimited, ORG) is None
 
 
 def test_messages_over_the_per_connection_limit_get_421() -> None:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.smtp import protocol
-from relay.smtp.config import ListenerConfig
+from relay.smtp.config import ListenerConfig, OrganizationPolicy
 from relay.smtp.protocol import CommandTable, RelaySMTP
 from tests.relay.harness import RelayThread
 from tests.relay.wire import Wire
@@ -77,7 +77,7 @@ def test_the_command_budget_slows_a_client_down_after_the_burst(
     clock = [100.0]
     monkeypatch.setattr(protocol.time, "monotonic", lambda: clock[0])
     listener = SimpleNamespace(
-        runtime=SimpleNamespace(organization=None, directory=None),
+        runtime=SimpleNamespace(organization=OrganizationPolicy(), directory=None),
         config=ListenerConfig(id=1),
         tls_context=None,
     )
