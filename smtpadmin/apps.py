@@ -12,3 +12,10 @@ class SmtpadminConfig(AppConfig):
             console,  # noqa: F401  (registers the core's navigation nodes)
             console_admin,  # noqa: F401  (audit log, users and roles pages)
         )
+        from smtpadmin.models import Organization
+        from smtpadmin.registry import ConfigSection, config_sections
+
+        # The organization's global settings: the one row, exported first.
+        config_sections.register(
+            ConfigSection(name="organization", model=Organization, key=(), order=0)
+        )
