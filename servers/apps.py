@@ -10,6 +10,7 @@ class ServersConfig(AppConfig):
             api,  # noqa: F401  (registers the API viewsets)
             console,  # noqa: F401  (registers the console's navigation nodes)
         )
+
         self.register_configuration()
 
     @staticmethod

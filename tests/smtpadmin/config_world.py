@@ -111,3 +111,18 @@ def run_import(path: str, *args: str) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("importconfig", path, *args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
+
+
+def write(tmp_path: Any, data: dict[str, Any] | str, name: str = "org.json") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2))
+    return str(path)
+
+
+def rows(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = data["sections"][section]
+    return result
+
+
+def row(data: dict[str, Any], section: str, field: str, value: Any) -> dict[str, Any]:
+    return next(r for r in rows(data, section) if r[field] == value)
