@@ -544,7 +544,7 @@ def shown(value: Any) -> str:
 
 def _defaults(section: ConfigSection) -> dict[str, Any]:
     fresh = section.model()
-    values = {}
+    values: dict[str, Any] = {}
     for f in config_fields(section):
         if f.many_to_many:
             values[f.name] = []
@@ -659,7 +659,7 @@ def _find(section: ConfigSection, key: tuple[Any, ...]) -> Any:
 def _messages(label: str, exc: ValidationError) -> list[str]:
     if not hasattr(exc, "error_dict"):
         return [f"{label}: {m}" for m in exc.messages]
-    out = []
+    out: list[str] = []
     for name, messages in sorted(exc.message_dict.items()):
         where = label if name == NON_FIELD_ERRORS else f"{label}.{name}"
         out.extend(f"{where}: {m}" for m in messages)
@@ -706,11 +706,12 @@ class _Importer:
                 setattr(instance, name, target)
             elif name in fields:
                 setattr(instance, fields[name].attname, fields[name].to_python(value))
-            elif name in secret_field_names(section.model):
-                if value != (getattr(instance, name) or ""):
-                    setattr(instance, name, value)
-                    # A new password ends a lockout earned against the old one.
-                    instance._password_changed = True
+            elif name in secret_field_names(section.model) and value != (
+                getattr(instance, name) or ""
+            ):
+                setattr(instance, name, value)
+                # A new password ends a lockout earned against the old one.
+                instance._password_changed = True
         if obj.change == Change.CREATE:
             for name in secret_field_names(section.model):
                 f = section.model._meta.get_field(name)

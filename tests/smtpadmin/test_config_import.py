@@ -21,7 +21,7 @@ from connectors.routing import resolve
 from connectors.snapshot import MessageFacts
 from connectors.topology import build_topology
 from relay.queue.rules import ReplyRule
-from servers.models import AcceptedDomain, Server, VirtualServer
+from servers.models import AcceptedDomain, VirtualServer
 from smtpadmin import configio
 from smtpadmin.models import AuditEntry
 from smtpadmin.roles import Role

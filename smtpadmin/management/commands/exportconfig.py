@@ -15,7 +15,8 @@ class Command(BaseCommand):
     help = (
         "Write the organization's configuration as JSON on standard output. Secrets (password "
         "hashes, outbound passwords, private keys) are left out unless --secrets is given; then "
-        f"they are encrypted with the passphrase from --passphrase-file or {configio.PASSPHRASE_ENV}."
+        "they are encrypted with the passphrase from --passphrase-file or "
+        f"{configio.PASSPHRASE_ENV}."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
