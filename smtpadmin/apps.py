@@ -7,6 +7,7 @@ class SmtpadminConfig(AppConfig):
 
     def ready(self) -> None:
         from smtpadmin import (
+            api_config,  # noqa: F401  (registers the configuration export endpoint)
             api_views,  # noqa: F401  (registers organization, users, audit log, token)
             checks,  # noqa: F401  (registers system checks)
             console,  # noqa: F401  (registers the core's navigation nodes)

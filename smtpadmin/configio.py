@@ -473,8 +473,8 @@ class FieldChange:
     secret: bool = False
 
     def __str__(self) -> str:
-        if self.secret:
-            return f"{self.field}: changed" if self.old or self.new else f"{self.field}: set"
+        if self.secret:  # "set" on a new object, else "changed": never the value
+            return f"{self.field}: {self.new}"
         return f"{self.field}: {self.old} -> {self.new}"
 
 
