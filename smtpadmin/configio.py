@@ -375,8 +375,13 @@ def _read_row(
             row[field_name] = _read_children(children[field_name], value, where, errors)
         else:
             errors.append(f"{where}: unknown field.")
-    key = tuple(row.get(k, raw[k]) for k in section.key)
-    return _freeze(key), row
+    key = _freeze(tuple(row.get(k, raw[k]) for k in section.key))
+    try:
+        hash(key)
+    except TypeError:
+        errors.append(f"{name}[#{position + 1}]: a key is made of text and numbers.")
+        return None
+    return key, row
 
 
 def _read_children(child: ConfigChild, value: Any, where: str, errors: list[str]) -> Any:

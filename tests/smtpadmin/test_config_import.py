@@ -207,6 +207,20 @@ def test_an_invalid_file_is_refused_with_field_errors_and_nothing_changes(
             ),
             "servers[x].colour: unknown field",
         ),
+        (
+            json.dumps(
+                {
+                    "format": configio.FORMAT,
+                    "version": 1,
+                    "sections": {"servers": [{"name": {"x": 1}}]},
+                }
+            ),
+            "servers[#1]: a key is made of text and numbers.",
+        ),
+        (
+            json.dumps({"format": configio.FORMAT, "version": 1, "sections": {"servers": {}}}),
+            "servers: a list of objects is expected.",
+        ),
     ],
 )
 def test_malformed_files_are_refused(tmp_path: Any, text: str, message: str) -> None:
