@@ -480,6 +480,8 @@ class FieldChange:
     def __str__(self) -> str:
         if self.secret:  # "set" on a new object, else "changed": never the value
             return f"{self.field}: {self.new}"
+        if not self.old:  # a new object's value
+            return f"{self.field}: {self.new}"
         return f"{self.field}: {self.old} -> {self.new}"
 
 

@@ -113,7 +113,7 @@ def test_the_plan_shows_exactly_the_changes_and_apply_makes_them(tmp_path: Any, 
     assert out == (
         "routing_groups:\n"
         "  + create Asia\n"
-        '      name:  -> "Asia"\n'
+        '      name: "Asia"\n'
         "connectors:\n"
         "  ~ change Partner\n"
         '      smart_hosts: "[127.0.0.5]" -> "[127.0.0.6]"\n'
