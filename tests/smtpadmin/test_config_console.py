@@ -81,6 +81,20 @@ def test_upload_preview_apply_for_a_full_administrator() -> None:
     assert AuditEntry.objects.count() == 1
 
 
+def test_the_preview_shows_created_and_deleted_objects() -> None:
+    make_world()
+    client = browser(make_person("fiona", Role.FULL))
+    data = document()
+    data["sections"]["routing_groups"].insert(0, {"name": "Asia"})
+    data["sections"]["reply_rules"] = [
+        r for r in data["sections"]["reply_rules"] if r["pattern"] != "no such user"
+    ]
+    html = upload(client, data).content.decode()
+    assert "Plan: 1 to create, 0 to change, 1 to delete" in html
+    assert '<tr class="create">' in html and "routing_groups[Asia]" in html
+    assert '<tr class="delete">' in html and "reply_rules[50, 550, , no such user]" in html
+
+
 def test_apply_uses_the_previewed_file_only() -> None:
     make_world()
     client = browser(make_person("fiona", Role.FULL))

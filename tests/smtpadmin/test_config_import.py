@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,10 +233,12 @@ def test_malformed_files_are_refused(tmp_path: Any, text: str, message: str) -> 
     assert message in err.getvalue()
 
 
+@pytest.mark.e2e  # starts manage.py
 def test_the_exit_code_is_1(tmp_path: Any) -> None:
     path = write(tmp_path, "{not json")
     result = subprocess.run(
         [sys.executable, "manage.py", "importconfig", path, "--dry-run"],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         check=False,
