@@ -815,23 +815,43 @@ def apply(config: ConfigFile, user: Any, commit: bool = True) -> ImportResult:
     dependency order, then deletions in reverse order, each audited. Every object's rules
     (``full_clean()``) and references are checked; any error raises ConfigError and nothing
     is kept. With ``commit=False`` (a dry run) the same work is done and rolled back, so the
-    errors found are the ones a real import would meet."""
+    errors found are the ones a real import would meet.
+
+    Each step runs in its own savepoint; the steps that failed are tried again after the
+    others as long as a round makes progress, since one may wait for another that comes later
+    in that order (a renamed virtual server takes its old binding once the old one is gone).
+    The errors reported are those of the last round."""
     from smtpadmin.models import AuditEntry
 
     the_plan = plan(config)
     importer = _Importer(config, user)
+    by_name = {s.name: s for s in config_sections.sections}
+    steps = [
+        (by_name[sp.name], obj)
+        for sp in the_plan.sections
+        for obj in sp.objects
+        if obj.change != Change.DELETE
+    ] + [
+        (by_name[sp.name], obj)
+        for sp in reversed(the_plan.sections)
+        for obj in reversed(sp.of(Change.DELETE))
+    ]
     with transaction.atomic():
         first_entry = AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        by_name = {s.name: s for s in config_sections.sections}
-        for section_plan in the_plan.sections:
-            section = by_name[section_plan.name]
-            for obj in section_plan.objects:
-                if obj.change != Change.DELETE:
+        while steps:
+            importer.errors = []
+            failed = []
+            for section, obj in steps:
+                errors_before = len(importer.errors)
+                if obj.change == Change.DELETE:
+                    importer.delete(section, obj)
+                else:
                     importer.write(section, obj)
-        for section_plan in reversed(the_plan.sections):
-            section = by_name[section_plan.name]
-            for obj in reversed(section_plan.of(Change.DELETE)):
-                importer.delete(section, obj)
+                if len(importer.errors) > errors_before:
+                    failed.append((section, obj))
+            if len(failed) == len(steps):
+                break
+            steps = failed
         entries = AuditEntry.objects.filter(id__gt=first_entry).count()
         if importer.errors or not commit:
             transaction.set_rollback(True)

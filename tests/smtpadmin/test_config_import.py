@@ -162,6 +162,25 @@ def test_nested_and_referenced_changes(tmp_path: Any, full: User) -> None:
     assert document() == data
 
 
+def test_a_renamed_virtual_server_keeps_its_binding(tmp_path: Any, full: User) -> None:
+    """The new name is created where the old one listens: it waits for the old one's
+    deletion, which comes after it in dependency order."""
+    make_world()
+    data = document()
+    row(data, "virtual_servers", "name", "Front")["name"] = "Front Door"
+    row(data, "connectors", "name", "Internet")["bridgeheads"] = [
+        ["mercury", "Front Door"],
+        ["venus", "Back"],
+    ]
+    data["sections"]["smtp_credentials"][0]["virtual_servers"] = [["mercury", "Front Door"]]
+    data["sections"]["virtual_servers"].sort(key=lambda v: (v["server"], v["name"]))
+    run_import(write(tmp_path, data), "--as", "fiona")
+    door = VirtualServer.objects.get(name="Front Door")
+    assert (door.ip_address, door.port, door.certificate.name) == ("127.0.0.1", 2525, "mail")
+    assert not VirtualServer.objects.filter(name="Front").exists()
+    assert document() == data
+
+
 def test_an_invalid_file_is_refused_with_field_errors_and_nothing_changes(
     tmp_path: Any, full: User, capsys: Any
 ) -> None:
