@@ -587,10 +587,13 @@ def plan(config: ConfigFile) -> Plan:
                     if name not in secrets
                     and (name in section.key or value != defaults.get(name, object()))
                 ]
+                # A secret the file lacks stays empty on a new object: say so before Apply.
                 changes += [
-                    FieldChange(name, "", "set", secret=True)
+                    FieldChange(
+                        name, "", "set" if row.get(name) else "not in the file", secret=True
+                    )
                     for name in sorted(secrets)
-                    if row.get(name)
+                    if row.get(name) or name not in row
                 ]
                 objects.append(
                     ObjectPlan(section.name, key, Change.CREATE, tuple(sorted(changes, key=_by)))

@@ -143,6 +143,9 @@ def test_a_new_object_without_its_secret_is_refused(tmp_path: Any, full: User) -
         "export with --secrets." in err.getvalue()
     )
     assert not SmtpCredential.objects.filter(username="printer").exists()
+    # The plan says which secrets a new object would lack.
+    plan = configio.plan(configio.read(json.dumps(data))).text()
+    assert "  + create printer\n      password_hash: not in the file\n" in plan
     # A plain (unencrypted) secret is not read either.
     rows(data, "smtp_credentials")[-1]["password_hash"] = "pbkdf2_sha256$1$salt$hash"
     with pytest.raises(configio.ConfigError, match="secrets are read only encrypted"):
