@@ -198,10 +198,27 @@ def _row(section: ConfigSection, instance: Any) -> dict[str, Any]:
     return row
 
 
+def _key_paths(section: ConfigSection, prefix: str) -> list[str]:
+    """The relations a reference to ``section``'s objects follows (one level deeper)."""
+    return [
+        f"{prefix}__{name}"
+        for name in section.key
+        if section.model._meta.get_field(name).is_relation
+    ]
+
+
 def _instances(section: ConfigSection) -> list[Any]:
     if not section.key:
         return [section.model.objects.get_or_create(pk=1)[0]]
-    return list(section.model.objects.all())
+    joined: list[str] = []
+    prefetched = [c.name for c in section.children]
+    for f in config_fields(section):
+        if not f.is_relation:
+            continue
+        paths = [f.name, *_key_paths(_section_of(f.related_model), f.name)]
+        (prefetched if f.many_to_many else joined).extend(paths)
+    query = section.model.objects.select_related(*joined).prefetch_related(*prefetched)
+    return list(query)
 
 
 def current(section: ConfigSection) -> dict[Any, tuple[Any, dict[str, Any], dict[str, str]]]:
