@@ -15,3 +15,16 @@ class RelayConfig(AppConfig):
             tasks,  # noqa: F401  (registers the delivery publisher of the queue's wake-ups)
         )
         from relay.admin import jobs  # noqa: F401  (registers the bulk job task)
+        from relay.queue.rules import ReplyRule
+        from smtpadmin.registry import ConfigSection, config_sections
+
+        # A rule is known by its conditions and its place; when it was made is not configuration.
+        config_sections.register(
+            ConfigSection(
+                name="reply_rules",
+                model=ReplyRule,
+                key=("order", "code", "status", "pattern"),
+                order=90,
+                skip=("created_at",),
+            )
+        )

@@ -25,6 +25,7 @@ from rest_framework.authtoken.models import Token
 
 from smtpadmin import throttle
 from smtpadmin.access import RoleRequiredMixin
+from smtpadmin.console_config import ExportDownload, ImportPage
 from smtpadmin.listing import Action, Column, DeleteConfirm, ObjectList
 from smtpadmin.models import AuditEntry
 from smtpadmin.navigation import Node, navigation
@@ -362,6 +363,19 @@ def _tools(user: Any) -> list[Node]:
             icon="tools",
             min_role=Role.FULL,
         ),
+        Node(
+            key="config-export",
+            label="Export Configuration",
+            url=reverse("admin_pages:config-export"),
+            icon="tools",
+        ),
+        Node(
+            key="config-import",
+            label="Import Configuration",
+            url=reverse("admin_pages:config-import"),
+            icon="tools",
+            min_role=Role.FULL,
+        ),
     ]
 
 
@@ -375,4 +389,6 @@ urlpatterns = [
     path("users/<int:pk>/", UserSheet.as_view(), name="user"),
     path("users/<int:pk>/unlock/", UserUnlock.as_view(), name="user-unlock"),
     path("users/<int:pk>/delete/", UserDelete.as_view(), name="user-delete"),
+    path("configuration/export/", ExportDownload.as_view(), name="config-export"),
+    path("configuration/import/", ImportPage.as_view(), name="config-import"),
 ]

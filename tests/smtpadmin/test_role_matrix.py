@@ -102,6 +102,7 @@ RULES: list[tuple[str, Rule]] = [
     ("admin_pages:user", FULL_ONLY),
     ("admin_pages:user-new", FULL_ONLY),
     ("admin_pages:user-delete", FULL_ONLY),
+    ("admin_pages:config-import", FULL_ONLY),
     ("api:user-list", USERS_API),
     ("api:user-detail", USERS_API),
     ("api:audit-log-list", NO_WRITES),
@@ -129,6 +130,7 @@ RULES: list[tuple[str, Rule]] = [
             "smtpadmin:tree-children",
             "smtpadmin:picker",
             "admin_pages:audit-log",
+            "admin_pages:config-export",
             "servers:server-list",
             "servers:server-new",
             "servers:server",
@@ -190,6 +192,7 @@ RULES: list[tuple[str, Rule]] = [
             # the API (the router's routes without a trailing slash are keyed by their route)
             "api:api-root",
             "api:organization",
+            "api:config-export",
             "api:routing-resolve",
             "api:routinggroup-*",
             "api:server-*",
