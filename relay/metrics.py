@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from smtpadmin import metrics
+from smtpadmin import counters, metrics
 
 # Seconds from receipt to the next hop's acceptance (or the Maildir).
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -37,6 +38,13 @@ metrics.counter(DSNS, "Delivery status notifications sent.", ("kind",))
 metrics.histogram(
     LATENCY, "Seconds from receipt to delivery of a recipient.", ("connector",), LATENCY_BUCKETS
 )
+
+
+def counted(name: str, labels: dict[str, object] | None = None, n: int = 1) -> None:
+    """Count once the caller's transaction commits (at once outside one): a rolled-back
+    attempt counts nothing."""
+    if n > 0:
+        transaction.on_commit(lambda: counters.add(name, labels, n))
 
 
 def connector_label(name: str) -> str:

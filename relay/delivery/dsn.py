@@ -32,6 +32,7 @@ from relay.delivery.dsn_report import (
     format_date,
     plain_diagnostic,
 )
+from relay.metrics import DSNS, counted
 from relay.queue.models import LinkQueue, Message, QueueEntry, Recipient, TrackingEvent
 from relay.queue.place import enhanced_status
 from relay.queue.tracking import TrackingSettings, message_event
@@ -299,6 +300,7 @@ class _Submission:
             ).update(dsn_sent_at=self.now)
             detail = f"{self.kind} DSN {accepted.queue_id} unroutable{also}; badmail: {path}"
             return None, TrackingEvent.Kind.BADMAIL, detail
+        counted(DSNS, {"kind": self.kind})
         return (
             accepted.queue_id,
             TrackingEvent.Kind.DSN_SENT,
