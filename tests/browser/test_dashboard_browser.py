@@ -29,6 +29,7 @@ pytestmark = pytest.mark.browser
 def traffic() -> None:
     """An hour of mail: a daytime wave received and delivered, a few deferrals and failures,
     and a queue that grew while a partner was greylisting."""
+    now = timezone.now().timestamp()
     received, delivered, deferred, failed, depth = {}, {}, {}, {}, {}
     for ago in range(60):
         wave = 30 + 18 * math.sin(ago / 7) + (ago * 7) % 11
@@ -37,11 +38,11 @@ def traffic() -> None:
         deferred[ago] = (ago * 5) % 7 if ago < 40 else 0
         failed[ago] = 1 if ago % 13 == 0 else 0
         depth[ago] = round(20 + 60 * math.sin(math.pi * ago / 60) + (ago * 3) % 5)
-    write_counts(RECEIVED, received, {"virtual_server": "Inbound"})
-    write_counts(DELIVERIES, delivered, {"connector": "Internet", "result": "delivered"})
-    write_counts(DELIVERIES, deferred, {"connector": "Internet", "result": "deferred"})
-    write_counts(DELIVERIES, failed, {"connector": "Internet", "result": "failed"})
-    write_counts(QUEUE_DEPTH, {ago: n for ago, n in depth.items() if ago})
+    write_counts(RECEIVED, received, {"virtual_server": "Inbound"}, now=now)
+    write_counts(DELIVERIES, delivered, {"connector": "Internet", "result": "delivered"}, now=now)
+    write_counts(DELIVERIES, deferred, {"connector": "Internet", "result": "deferred"}, now=now)
+    write_counts(DELIVERIES, failed, {"connector": "Internet", "result": "failed"}, now=now)
+    write_counts(QUEUE_DEPTH, {ago: n for ago, n in depth.items() if ago}, now=now)
 
 
 def waiting_mail(queues: Queues) -> None:

@@ -4,6 +4,7 @@ chosen age."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -16,19 +17,23 @@ from servers.models import RoutingGroup, Server, VirtualServer
 from smtpadmin.counters import labels_text
 from smtpadmin.models import MinuteCount
 
-# A moment in the middle of a minute, so that "now" never crosses into the next one.
-NOW = (time.time() // 60) * 60 + 30.0
-
 WriteCounts = Callable[..., None]
+
+
+def middle_of_this_minute() -> float:
+    """Now, moved to the middle of its minute: a test reading the figures "at" this moment
+    never sees them shift by a minute."""
+    return (time.time() // 60) * 60 + 30.0
 
 
 def write_counts(
     name: str,
     by_minutes_ago: Mapping[int, int],
     labels: Mapping[str, object] | None = None,
-    now: float = NOW,
+    now: float | None = None,
 ) -> None:
-    """``{minutes ago: value}`` rows of counter ``name`` (added to any already there)."""
+    """``{minutes ago: value}`` rows of counter ``name`` (added to any already there), the
+    minutes counted back from ``now`` (default: this minute)."""
     last = current_minute(now)
     for ago, value in by_minutes_ago.items():
         row, _ = MinuteCount.objects.get_or_create(
@@ -38,8 +43,15 @@ def write_counts(
 
 
 @pytest.fixture
-def counts(db: object) -> WriteCounts:
-    return write_counts
+def moment() -> float:
+    """The test's "now" for the figures (the middle of the minute it started in)."""
+    return middle_of_this_minute()
+
+
+@pytest.fixture
+def counts(db: object, moment: float) -> WriteCounts:
+    """``counts(name, {minutes ago: value}, labels)``: counter rows before ``moment``."""
+    return functools.partial(write_counts, now=moment)
 
 
 def make_server(name: str, seen_seconds_ago: float | None) -> Server:
