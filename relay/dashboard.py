@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Count, Min, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from relay.admin.viewer import (
@@ -122,36 +122,43 @@ def filled(values: dict[int, int], minutes: range, empty: int | None = 0) -> tup
     return tuple(values.get(minute, empty) for minute in minutes)
 
 
-def per_minute(name: str, minutes: range, fragment: str = "") -> dict[int, int]:
-    """The sum over every label set of counter ``name`` per minute (only the label sets whose
-    stored labels contain ``fragment``), read with the (name, minute) index."""
+def per_minute(name: str, minutes: range, parts: Mapping[str, str]) -> dict[str, dict[int, int]]:
+    """For each part (key -> a fragment of the stored labels, "" = every label set), the sum
+    of counter ``name`` per minute over the label sets that contain the fragment: one read of
+    the minutes through the (name, minute) index, however many parts."""
     rows = MinuteCount.objects.filter(name=name, minute__gte=minutes.start, minute__lt=minutes.stop)
-    if fragment:
-        rows = rows.filter(labels__contains=fragment)
-    return dict(
-        rows.order_by().values("minute").annotate(n=Sum("value")).values_list("minute", "n")
-    )
+    sums = {
+        key: Sum("value", filter=Q(labels__contains=fragment)) if fragment else Sum("value")
+        for key, fragment in parts.items()
+    }
+    found: dict[str, dict[int, int]] = {key: {} for key in parts}
+    for row in rows.order_by().values("minute").annotate(**sums):
+        sums_of: Mapping[str, Any] = row
+        for key in parts:
+            if sums_of[key] is not None:
+                found[key][sums_of["minute"]] = sums_of[key]
+    return found
 
 
 def flow_series(window: Window, now: float | None = None) -> list[Series]:
     minutes = minutes_of(window, now)
-    series = []
+    by_counter: dict[str, dict[str, str]] = {}
     for flow in Flow:
         name, fragment = flow.counter
-        series.append(
-            Series(
-                flow.value,
-                flow.value.capitalize(),
-                filled(per_minute(name, minutes, fragment), minutes),
-            )
-        )
-    return series
+        by_counter.setdefault(name, {})[flow.value] = fragment
+    values: dict[str, dict[int, int]] = {}
+    for name, parts in by_counter.items():
+        values.update(per_minute(name, minutes, parts))
+    return [
+        Series(flow.value, flow.value.capitalize(), filled(values[flow.value], minutes))
+        for flow in Flow
+    ]
 
 
 def depth_series(window: Window, now: float | None = None) -> Series:
     """Queue depth per minute; a minute beat did not sample stays a gap, never a false 0."""
     minutes = minutes_of(window, now)
-    values = per_minute(QUEUE_DEPTH, minutes)
+    values = per_minute(QUEUE_DEPTH, minutes, {QUEUE_DEPTH: ""})[QUEUE_DEPTH]
     return Series(QUEUE_DEPTH, "Queue depth", filled(values, minutes, empty=None))
 
 
@@ -298,7 +305,7 @@ def server_states(
     for vs in virtual[:VIRTUAL_SERVERS_SHOWN]:
         badge, text = virtual_server_status(vs)
         by_server.setdefault(vs.server_id, []).append(
-            VirtualServerState(vs.pk, str(vs), vs.port, badge, text)
+            VirtualServerState(vs.pk, vs.name, vs.port, badge, text)
         )
     states = []
     for server in servers:

@@ -12,7 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from relay.dashboard import QUEUE_DEPTH
@@ -205,3 +207,29 @@ def test_servers_show_their_heartbeat_state_as_the_server_sheets_do(
         .split("</tr>")[0]
     )
     assert Server.objects.count() == 3
+
+
+def test_the_figures_cost_the_same_queries_however_much_mail_waits(
+    view_only: User, queues: Queues, server_with_heartbeat: Any
+) -> None:
+    client = logged_in(view_only)
+    queues.send(["a@d00.example"])
+
+    def queries() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(FIGURES + "?hours=24").status_code == 200
+        return [q["sql"] for q in captured.captured_queries]
+
+    few = queries()
+    for n in range(1, 15):
+        queues.send([f"user{k}@d{n:02d}.example" for k in range(3)])
+    for n in range(4):
+        server = server_with_heartbeat(f"mx{n}", 10 * n)
+        make_virtual_server(server, 25, "running")
+        make_virtual_server(server, 587, "paused", desired="paused")
+    many = queries()
+    assert len(many) == len(few)
+    # The per-minute figures come from the counters: no query reads the messages but for
+    # the ten queues' oldest and the single oldest message, by their keys.
+    reading_messages = [q for q in many if '"relay_message"' in q]
+    assert len(reading_messages) <= 2, reading_messages
