@@ -71,7 +71,7 @@ app_name = "smtpadmin"
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout_view, name="logout"),
-    path("", OrganizationSheet.as_view(), name="organization"),
+    path("organization/", OrganizationSheet.as_view(), name="organization"),
     path("tree/<slug:key>/", views.TreeChildren.as_view(), name="tree-children"),
     path("pickers/<slug:picker>/", pickers.PickerSearch.as_view(), name="picker"),
 ]

@@ -110,6 +110,7 @@ AllChildren = Callable[[], "dict[str, list[Node]] | None"]
 ParentOf = Callable[["re.Match[str]"], str]
 
 SECTIONS = [
+    ("dashboard", "Dashboard", "dashboard"),
     ("global", "Global Settings", "settings"),
     ("recipients", "Recipients", "recipients"),
     ("servers", "Servers", "servers"),

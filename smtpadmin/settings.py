@@ -67,6 +67,8 @@ SMTPADMIN_METRICS_TOKEN = env_str("SMTPADMIN_METRICS_TOKEN", "")
 SMTPADMIN_METRICS_ALLOW = env_networks("SMTPADMIN_METRICS_ALLOW", [])
 # Seconds without a heartbeat after which a server is shown as "not responding".
 SMTPADMIN_HEARTBEAT_TIMEOUT = env_int("SMTPADMIN_HEARTBEAT_TIMEOUT", 30, minimum=5)
+# Seconds between two refreshes of the dashboard's figures in an open browser window.
+SMTPADMIN_DASHBOARD_REFRESH_SECONDS = env_int("SMTPADMIN_DASHBOARD_REFRESH_SECONDS", 30, minimum=5)
 # DNS servers of the relay when a virtual server names none: "ip", "ip:port" or "[v6]:port"
 # (comma-separated); empty = the system resolver (/etc/resolv.conf).
 SMTPADMIN_DNS_SERVERS = env_list("SMTPADMIN_DNS_SERVERS", [])
@@ -316,6 +318,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 120},
     },
+    # The dashboard's queue depth chart: a sample twice a minute (the last one of a minute
+    # stays), so a late beat never leaves a minute out.
+    "dashboard-queue-depth": {
+        "task": "relay.dashboard.sample_queue_depth",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
+    # The counters' minutes older than a week (the dashboard shows 24 hours; totals stay).
+    "counters-prune": {
+        "task": "smtpadmin.tasks.prune_counters",
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's sweep has a queue of its own, so it never waits behind a backlog of deliveries (a
@@ -326,7 +341,10 @@ CELERY_TASK_QUEUES = (
     Queue("celery", Exchange("celery"), routing_key="celery"),
     Queue("sweep", Exchange("sweep"), routing_key="sweep"),
 )
-CELERY_TASK_ROUTES = {"relay.tasks.sweep": {"queue": "sweep"}}
+CELERY_TASK_ROUTES = {
+    "relay.tasks.sweep": {"queue": "sweep"},
+    "relay.dashboard.sample_queue_depth": {"queue": "sweep"},
+}
 
 # "plain" (one readable line) or "json" (one JSON object per line, for log shippers).
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")

@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from smtpadmin.metrics import metrics_view
 
 urlpatterns = [
+    # The page the console opens on.
+    path("", include("relay.console.dashboard")),
     path("", include("smtpadmin.console")),
     path("servers/", include("servers.console")),
     path("connectors/", include("connectors.console")),

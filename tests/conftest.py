@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.relay.outbound",  # no_socket_left_open (by usefixtures), refusing_port
     "tests.relay.engine_world",  # outbound
     "tests.relay.queue_world",  # queues, admin_api, viewer_api
+    "tests.relay.dashboard_world",  # counts, server_with_heartbeat
 ]
 
 PASSWORD = "correct horse battery staple"

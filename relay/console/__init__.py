@@ -8,7 +8,7 @@ from typing import Any
 
 from django.urls import path, reverse
 
-from relay.console import find, jobs, messages, queues, rules, tracking
+from relay.console import dashboard, find, jobs, messages, queues, rules, tracking  # noqa: F401
 from smtpadmin.navigation import Node, navigation
 
 

@@ -25,7 +25,7 @@ Fixtures (the names are stable; other browser test modules use them):
 ``logged_in_page``
     ``logged_in_page(user, width=1280, height=800)`` -> a ``Page`` logged in as ``user``
     through the login form (real CSRF token, password ``tests.conftest.PASSWORD``), showing the
-    organization page (the console tree on the left).
+    dashboard (the console tree on the left).
 
 ``world``
     A small organization (``tests.servers.console_world.build_world``): server ``mx1`` with a

@@ -99,7 +99,7 @@ def test_a_user_without_a_role_sees_no_console(outsider: User) -> None:
 
 
 def test_a_view_only_administrator_sees_the_sheet_read_only(view_only: User) -> None:
-    response = logged_in(view_only).get("/")
+    response = logged_in(view_only).get("/organization/")
     html = response.content.decode()
     assert response.status_code == 200
     assert "your role cannot change them" in html
@@ -108,7 +108,7 @@ def test_a_view_only_administrator_sees_the_sheet_read_only(view_only: User) -> 
 
 
 def test_a_view_only_administrator_cannot_post_the_sheet(view_only: User) -> None:
-    response = logged_in(view_only).post("/", {"name": "Hijacked"})
+    response = logged_in(view_only).post("/organization/", {"name": "Hijacked"})
     assert response.status_code == 403
     assert Organization.get().name != "Hijacked"
 
@@ -134,7 +134,7 @@ def _organization_form(**changes: Any) -> dict[str, Any]:
 
 def test_an_administrator_saves_the_sheet_and_it_is_audited(administrator: User) -> None:
     response = logged_in(administrator).post(
-        "/", _organization_form(global_deny_list="192.0.2.7\n198.51.100.0/24")
+        "/organization/", _organization_form(global_deny_list="192.0.2.7\n198.51.100.0/24")
     )
     assert response.status_code == 302
     organization = Organization.get()
@@ -149,7 +149,9 @@ def test_an_administrator_saves_the_sheet_and_it_is_audited(administrator: User)
 
 
 def test_an_error_opens_the_tab_that_has_it(administrator: User) -> None:
-    response = logged_in(administrator).post("/", _organization_form(global_deny_list="not-an-ip"))
+    response = logged_in(administrator).post(
+        "/organization/", _organization_form(global_deny_list="not-an-ip")
+    )
     assert response.status_code == 400
     html = response.content.decode()
     assert "is not an IP address or subnet" in html

@@ -142,7 +142,7 @@ def test_a_small_organization_opens_every_container_as_before(
 ) -> None:
     connectors = many_connectors(3)
     group = RoutingGroup.first()
-    html = logged_in(view_only).get("/").content.decode()
+    html = logged_in(view_only).get("/organization/").content.decode()
     assert connector_nodes(html) == [f"connector-{c.pk}" for c in connectors]
     assert f'data-key="routing-group-{group.pk}-connectors" aria-expanded="true"' in html
     assert "hx-get" not in html

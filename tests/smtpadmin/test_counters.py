@@ -94,3 +94,19 @@ def test_an_enabled_process_writes_by_itself() -> None:
         wait_for(lambda: TotalCount.objects.filter(name="received").exists(), 10)
     finally:
         counters.stop()
+
+
+def test_beat_prunes_the_minutes_every_hour() -> None:
+    from django.conf import settings
+
+    from smtpadmin.tasks import prune_counters
+
+    entry = settings.CELERY_BEAT_SCHEDULE["counters-prune"]
+    assert entry["task"] == "smtpadmin.tasks.prune_counters" and entry["schedule"] == 3600.0
+    counters = Counters()
+    counters.add("received", at=time.time() - 8 * 24 * 3600)
+    counters.add("received", at=time.time())
+    counters.flush()
+    assert prune_counters() == 1
+    assert MinuteCount.objects.count() == 1
+    assert totals() == {("received", ""): 2}

@@ -126,6 +126,8 @@ RULES: list[tuple[str, Rule]] = [
         (key, CONFIGURE)
         for key in (
             # the console
+            "dashboard:page",
+            "dashboard:figures",
             "smtpadmin:organization",
             "smtpadmin:tree-children",
             "smtpadmin:picker",
