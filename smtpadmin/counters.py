@@ -154,25 +154,24 @@ def write(counts: Mapping[Key, int]) -> None:
     totals: Counter[tuple[str, str]] = Counter()
     for (_, name, labels), n in counts.items():
         totals[(name, labels)] += n
-    minutes = MinuteCount._meta.db_table
-    running = TotalCount._meta.db_table
+    minutes = sorted((m, name, lab, n) for (m, name, lab), n in counts.items())
     with transaction.atomic(), connection.cursor() as cursor:
-        for rows in _chunks(sorted((m, name, lab, n) for (m, name, lab), n in counts.items())):
-            cursor.execute(
-                f"INSERT INTO {minutes} (minute, name, labels, value) VALUES "  # noqa: S608
-                + ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-                + " ON CONFLICT (minute, name, labels) DO UPDATE"
-                f" SET value = {minutes}.value + EXCLUDED.value",
-                [value for row in rows for value in row],
-            )
-        for rows in _chunks(sorted((name, lab, n) for (name, lab), n in totals.items())):
-            cursor.execute(
-                f"INSERT INTO {running} (name, labels, value) VALUES "  # noqa: S608
-                + ", ".join(["(%s, %s, %s)"] * len(rows))
-                + " ON CONFLICT (name, labels) DO UPDATE"
-                f" SET value = {running}.value + EXCLUDED.value",
-                [value for row in rows for value in row],
-            )
+        _add_to(cursor, MinuteCount._meta.db_table, ("minute", "name", "labels"), minutes)
+        running = sorted((name, lab, n) for (name, lab), n in totals.items())
+        _add_to(cursor, TotalCount._meta.db_table, ("name", "labels"), running)
+
+
+def _add_to(cursor: Any, table: str, key: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Rows of (key..., value): inserted, or their value added to the row of that key."""
+    columns = ", ".join((*key, "value"))
+    one = "(" + ", ".join(["%s"] * (len(key) + 1)) + ")"
+    for chunk in _chunks(rows):
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 (names from the models)
+            + ", ".join([one] * len(chunk))
+            + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET value = {table}.value + EXCLUDED.value",
+            [value for row in chunk for value in row],
+        )
 
 
 def _chunks(rows: list[tuple[Any, ...]]) -> Iterable[list[tuple[Any, ...]]]:
