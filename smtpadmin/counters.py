@@ -169,7 +169,8 @@ def _add_to(cursor: Any, table: str, key: tuple[str, ...], rows: list[tuple[Any,
         cursor.execute(
             f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 (names from the models)
             + ", ".join([one] * len(chunk))
-            + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET value = {table}.value + EXCLUDED.value",
+            + f" ON CONFLICT ({', '.join(key)}) DO UPDATE"
+            f" SET value = {table}.value + EXCLUDED.value",
             [value for row in chunk for value in row],
         )
 
