@@ -10,12 +10,19 @@ publish that fails clears its flags again. The sweeper (``every=True``) asks for
 with due work as before, pending or not, so a task the broker lost is replaced within a
 sweep; and a flag older than ``STALE_AFTER`` no longer holds back the wake-ups of new mail.
 
+A caller that must answer first (the relay's writer: its sessions wait for their 250) commits
+inside ``holding`` and publishes what it collected with ``publish`` after answering. A process
+that dies in between loses only wake-ups: the flags it set go stale and the sweeper asks for
+every queue with due work.
+
 The queue core imports no stage: the delivery tasks register the publisher at import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +38,7 @@ Publisher = Callable[[Sequence[int]], Sequence[int]]
 STALE_AFTER = timedelta(minutes=1)
 
 _publisher: Publisher | None = None
+_held = threading.local()  # .pks: the wake-ups held back in this thread (None: publish)
 
 
 def register_publisher(publisher: Publisher | None) -> None:
@@ -63,8 +71,36 @@ def wake(
     elif flipped:
         # Robust: whatever goes wrong here must not turn a committed message into an error
         # (its client would send it again); the sweeper covers a wake-up that is lost.
-        transaction.on_commit(lambda: _publish(flipped), robust=True)
+        transaction.on_commit(lambda: _publish_or_hold(flipped), robust=True)
     return flipped
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[list[int]]:
+    """Wake-ups of the transactions this thread commits inside are collected in the list it
+    gives, not published: the caller passes them to ``publish`` when it is ready."""
+    held: list[int] = []
+    previous = getattr(_held, "pks", None)
+    _held.pks = held
+    try:
+        yield held
+    finally:
+        _held.pks = previous
+
+
+def publish(pks: Iterable[int]) -> None:
+    """Publish wake-ups collected by ``holding`` (their flags are set and committed)."""
+    wanted = sorted(set(pks))
+    if wanted:
+        _publish(wanted)
+
+
+def _publish_or_hold(pks: Sequence[int]) -> None:
+    held = getattr(_held, "pks", None)
+    if held is None:
+        _publish(pks)
+    else:
+        held.extend(pks)
 
 
 def started(queue_pk: int) -> None:

@@ -35,7 +35,7 @@ from relay.queue.models import (
     TrackingEvent,
     new_queue_id,
 )
-from relay.queue.rows import Row, RowWriter
+from relay.queue.rows import Row, RowWriter, allocate_ids, pipelined
 from relay.queue.timings import DeliveryTimes, entry_timing
 from relay.queue.tracking import MessageRef, TrackingSettings, event_row
 from servers.models import VirtualServer
@@ -345,49 +345,57 @@ def _write(
     wanted = {spec.key: spec for row in specs for spec in row if spec is not None}
     queues = _resolve_queues(wanted, cached=cached)
     writer = RowWriter(now)
-    message_pks = writer.insert(
-        Message,
-        [
-            _message(request.receiver, draft, now)
-            for request, draft in zip(requests, drafts, strict=True)
-        ],
-        returning=True,
-    )
+    message_rows = [
+        _message(request.receiver, draft, now)
+        for request, draft in zip(requests, drafts, strict=True)
+    ]
     times = _times(requests, drafts)
     entries = [
-        _entries(request.receiver, message_pk, draft, row, queues, times, now)
-        for request, message_pk, draft, row in zip(
-            requests, message_pks, drafts, specs, strict=True
-        )
+        _entries(request.receiver, draft, row, queues, times, now)
+        for request, draft, row in zip(requests, drafts, specs, strict=True)
     ]
     entry_rows = [entry for by_key in entries for entry in by_key.values()]
-    for entry, pk in zip(
-        entry_rows, writer.insert(QueueEntry, entry_rows, returning=True), strict=True
-    ):
-        entry["id"] = pk
-    writer.insert(
-        Recipient,
-        [
-            recipient
-            for message_pk, draft, row, by_key in zip(
-                message_pks, drafts, specs, entries, strict=True
-            )
-            for recipient in _recipients(message_pk, draft, row, by_key, now)
-        ],
-    )
-    writer.insert(
-        TrackingEvent,
-        [
-            event
-            for request, draft, row in zip(requests, drafts, specs, strict=True)
-            if request.receiver.tracking.enabled
-            for event in _events(request.receiver, draft, row, queues, now)
-        ],
-    )
-    # Local delivery is the relay worker's own; the unreachable queue waits for the sweeper.
-    dispatch.wake(
-        ref.pk for key, ref in queues.items() if ref.kind in _OUTBOUND_KINDS and key in wanted
-    )
+    # On PostgreSQL every statement of the batch goes out at once: the keys are drawn first
+    # (with the transaction's BEGIN), so no row waits for the RETURNING of the rows it names.
+    with pipelined():
+        message_ids, entry_ids = allocate_ids(
+            [(Message, len(message_rows)), (QueueEntry, len(entry_rows))]
+        )
+        for message, pk in zip(message_rows, message_ids, strict=False):
+            message["id"] = pk
+        message_pks = writer.insert(Message, message_rows, returning=not message_ids)
+        message_pks = message_ids or message_pks
+        for by_key, message_pk in zip(entries, message_pks, strict=True):
+            for entry in by_key.values():
+                entry["message_id"] = message_pk
+        for entry, pk in zip(entry_rows, entry_ids, strict=False):
+            entry["id"] = pk
+        returned = writer.insert(QueueEntry, entry_rows, returning=not entry_ids)
+        for entry, pk in zip(entry_rows, returned, strict=False):
+            entry["id"] = pk
+        writer.insert(
+            Recipient,
+            [
+                recipient
+                for message_pk, draft, row, by_key in zip(
+                    message_pks, drafts, specs, entries, strict=True
+                )
+                for recipient in _recipients(message_pk, draft, row, by_key, now)
+            ],
+        )
+        writer.insert(
+            TrackingEvent,
+            [
+                event
+                for request, draft, row in zip(requests, drafts, specs, strict=True)
+                if request.receiver.tracking.enabled
+                for event in _events(request.receiver, draft, row, queues, now)
+            ],
+        )
+        # Local delivery is the relay worker's own; the unreachable queue waits for the sweeper.
+        dispatch.wake(
+            ref.pk for key, ref in queues.items() if ref.kind in _OUTBOUND_KINDS and key in wanted
+        )
     placed = [
         Placed(
             queue_id=draft.queue_id,
@@ -442,7 +450,6 @@ def _times(requests: Sequence[Request], drafts: Sequence[Draft]) -> dict[int, De
 
 def _entries(
     receiver: Receiver,
-    message_pk: int,
     draft: Draft,
     specs: Sequence[QueueSpec | None],
     queues: Mapping[str, QueueRef],
@@ -450,7 +457,8 @@ def _entries(
     now: datetime,
 ) -> dict[str, Row]:
     """One entry per link queue the message goes to, following the delivery settings of the
-    connector's bridgehead, else of the receiving virtual server."""
+    connector's bridgehead, else of the receiving virtual server. The message's key is set
+    once it is known."""
     entries: dict[str, Row] = {}
     for route, spec in zip(draft.routes, specs, strict=True):
         if spec is None or spec.key in entries:
@@ -461,7 +469,6 @@ def _entries(
         own = times.get(vs_id) or DeliveryTimes(vs_id)
         timing = entry_timing(own, local=spec.kind == LinkQueue.Kind.LOCAL, now=now)
         entries[spec.key] = {
-            "message_id": message_pk,
             "queue_id": queues[spec.key].pk,
             "virtual_server_id": vs_id,
             "state": QueueEntry.State.READY,

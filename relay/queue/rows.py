@@ -5,7 +5,8 @@ model has and the dict lacks gets the model's default, so the rows are the ORM's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,39 +55,96 @@ def _cursor() -> Any:
     return connection.make_cursor(raw)
 
 
+def pipelined() -> contextlib.AbstractContextManager[Any]:
+    """On PostgreSQL, statements executed inside go to the server without waiting for each
+    other's answers (libpq's pipeline mode): the server answers them together when a result
+    is read or the block ends. Errors come out as the ORM's (an IntegrityError is one)."""
+    if connection.vendor != "postgresql":
+        return contextlib.nullcontext()
+    connection.ensure_connection()
+    return _pipeline()
+
+
+@contextlib.contextmanager
+def _pipeline() -> Iterator[None]:
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
+
+
+def allocate_ids(wanted: Sequence[tuple[type[models.Model], int]]) -> list[list[int]]:
+    """Primary keys for rows about to be inserted, drawn from each model's sequence in one
+    statement on PostgreSQL (none elsewhere: [] per model), so that rows which refer to each
+    other go out together instead of waiting for each other's RETURNING."""
+    if connection.vendor != "postgresql":
+        return [[] for _ in wanted]
+    quote = connection.ops.quote_name
+    parts = []
+    parameters: list[Any] = []
+    for model, count in wanted:
+        pk = model._meta.pk
+        assert pk is not None
+        parts.append(
+            "ARRAY(SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s))"
+        )
+        parameters += [quote(model._meta.db_table), pk.column, count]
+    with _cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), parameters)
+        row = cursor.fetchone()
+    return [list(ids) for ids in row]
+
+
 class RowWriter:
-    """Inserts rows of models through the default connection, in as few statements as the
-    database's parameter limit allows (one on PostgreSQL). Date-times the same for every row
-    (the batch's "now") are converted once."""
+    """Inserts rows of models through the default connection. On PostgreSQL one statement of
+    the same text whatever the number of rows (a column of values per parameter, spread by
+    ``unnest``), so the driver converts it once and the server prepares it once; elsewhere as
+    few multi-row statements as the parameter limit allows. Date-times the same for every
+    row (the batch's "now") are converted once."""
 
     def __init__(self, now: datetime | None = None) -> None:
         self.converted: dict[datetime, Any] = {}
-        if now is not None and connection.vendor == "postgresql":
+        self.postgresql = connection.vendor == "postgresql"
+        if now is not None and self.postgresql:
             self.converted[now] = now  # psycopg takes an aware date-time as it is
 
     def insert(
         self, model: type[models.Model], rows: Sequence[Row], *, returning: bool = False
     ) -> list[int]:
         """Insert ``rows``; with ``returning`` their primary keys, in the order of ``rows``
-        (as the ORM's bulk_create relies on: PostgreSQL and SQLite 3.35+ return them so)."""
+        (as the ORM's bulk_create relies on: PostgreSQL and SQLite 3.35+ return them so).
+        Rows that carry their primary key (``allocate_ids``) are inserted with it."""
         if not rows:
             return []
         meta = model._meta
-        fields = [f for f in meta.concrete_fields if not f.primary_key]
         pk = meta.pk
         assert pk is not None
+        with_pk = pk.attname in rows[0]
+        fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
         defaults = [f.get_default() for f in fields]
         prepare = [self._converter(f) for f in fields]
         quote = connection.ops.quote_name
         head = (
-            f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 - names are the model's
-            f"({', '.join(quote(str(f.column)) for f in fields)}) VALUES "
+            f"INSERT INTO {quote(meta.db_table)} "
+            f"({', '.join(quote(str(f.column)) for f in fields)}) "
         )
         tail = f" RETURNING {quote(str(pk.column))}" if returning else ""
+        names = [f.attname for f in fields]
+        columns = zip(names, defaults, prepare, strict=True)
+        if self.postgresql:
+            values = [
+                [
+                    value if convert is None else convert(value)
+                    for value in (row.get(name, default) for row in rows)
+                ]
+                for name, default, convert in columns
+            ]
+            types = ", ".join(f"%s::{str(f.db_type(connection)).split('(')[0]}[]" for f in fields)
+            with _cursor() as cursor:
+                # Names and types are the model's; every value is a parameter.
+                cursor.execute(f"{head}SELECT * FROM unnest({types}){tail}", values)  # noqa: S608
+                return [pk for (pk,) in cursor.fetchall()] if returning else []
         row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
         limit = connection.features.max_query_params or _BOUND_PARAMETERS_LIMIT
         per_statement = max(1, limit // len(fields))
-        names = [f.attname for f in fields]
         pks: list[int] = []
         with _cursor() as cursor:
             for start in range(0, len(rows), per_statement):
@@ -96,7 +154,9 @@ class RowWriter:
                     for name, default, convert in zip(names, defaults, prepare, strict=True):
                         value = row.get(name, default)
                         parameters.append(value if convert is None else convert(value))
-                cursor.execute(head + ", ".join([row_marks] * len(chunk)) + tail, parameters)
+                cursor.execute(
+                    head + "VALUES " + ", ".join([row_marks] * len(chunk)) + tail, parameters
+                )
                 if returning:
                     pks.extend(pk for (pk,) in cursor.fetchall())
         return pks
