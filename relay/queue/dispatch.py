@@ -21,6 +21,7 @@ The queue core imports no stage: the delivery tasks register the publisher at im
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -34,6 +35,8 @@ from relay.queue.models import LinkQueue
 
 # Publishes a deliver task per queue id; returns the ids it could not publish.
 Publisher = Callable[[Sequence[int]], Sequence[int]]
+
+log = logging.getLogger("relay.queue")
 
 STALE_AFTER = timedelta(minutes=1)
 
@@ -108,6 +111,29 @@ def started(queue_pk: int) -> None:
     LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__isnull=False).update(
         wake_requested_at=None
     )
+
+
+def flip_statement(now: datetime) -> tuple[str, list[Any]]:
+    """``wake``'s UPDATE for PostgreSQL, to run inside a caller's statement (a CTE): its
+    first parameter is left to the caller, the queue ids as an array. Returns the flags set.
+    The caller passes them to ``committed`` once its statement has committed."""
+    table = connection.ops.quote_name(LinkQueue._meta.db_table)
+    # The table name is the model's and every value a parameter.
+    sql = (
+        f"UPDATE {table} SET wake_requested_at = %s WHERE id = ANY(%s::bigint[]) "  # noqa: S608
+        "AND (wake_requested_at IS NULL OR wake_requested_at < %s) RETURNING id"
+    )
+    return sql, [now, now - STALE_AFTER]
+
+
+def committed(flipped: Sequence[int]) -> None:
+    """The flags in ``flipped`` were set by ``flip_statement`` and are committed: publish
+    (or hold) their wake-ups, as ``wake`` does after its commit."""
+    if flipped:
+        try:
+            _publish_or_hold(sorted(flipped))
+        except Exception:  # as ``wake``'s robust hook: the sweeper covers a lost wake-up
+            log.warning("publishing delivery wake-ups failed", exc_info=True)
 
 
 def _flip(pks: Sequence[int], now: datetime, *, every: bool) -> list[int]:

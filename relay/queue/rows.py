@@ -6,7 +6,8 @@ model has and the dict lacks gets the model's default, so the rows are the ORM's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ _AS_IS = frozenset(
 _BOUND_PARAMETERS_LIMIT = 65535
 
 
-def _cursor() -> Any:
+def server_cursor() -> Any:
     """A cursor of the default connection that, on PostgreSQL, binds the parameters on the
     server: a message's content goes as binary bytes rather than as a hex literal twice its
     size that both ends must write and parse. Queries are logged as by ``cursor()``."""
@@ -55,42 +56,52 @@ def _cursor() -> Any:
     return connection.make_cursor(raw)
 
 
-def pipelined() -> contextlib.AbstractContextManager[Any]:
-    """On PostgreSQL, statements executed inside go to the server without waiting for each
-    other's answers (libpq's pipeline mode): the server answers them together when a result
-    is read or the block ends. Errors come out as the ORM's (an IntegrityError is one)."""
-    if connection.vendor != "postgresql":
-        return contextlib.nullcontext()
-    connection.ensure_connection()
-    return _pipeline()
+def execute_prepared(cursor: Any, sql: str, parameters: Sequence[Any]) -> None:
+    """Execute on a ``server_cursor`` as a prepared statement (PostgreSQL): the server parses
+    and plans the text once per connection, not on every call (the ORM's connections prepare
+    nothing). For the hot path's few statements of fixed text. Logged as ``execute``."""
+    debug = getattr(cursor, "debug_sql", None)
+    logged = debug(sql, parameters) if debug is not None else contextlib.nullcontext()
+    with logged, connection.wrap_database_errors:
+        cursor.cursor.execute(sql, parameters, prepare=True)
 
 
-@contextlib.contextmanager
-def _pipeline() -> Iterator[None]:
-    with connection.wrap_database_errors, connection.connection.pipeline():
-        yield
+@dataclass(frozen=True)
+class Arrays:
+    columns: tuple[str, ...]  # quoted column names
+    casts: tuple[str, ...]  # "%s::<type>[]" per column
+    values: list[list[Any]]  # one list of values per column
 
 
-def allocate_ids(wanted: Sequence[tuple[type[models.Model], int]]) -> list[list[int]]:
-    """Primary keys for rows about to be inserted, drawn from each model's sequence in one
-    statement on PostgreSQL (none elsewhere: [] per model), so that rows which refer to each
-    other go out together instead of waiting for each other's RETURNING."""
-    if connection.vendor != "postgresql":
-        return [[] for _ in wanted]
-    quote = connection.ops.quote_name
-    parts = []
-    parameters: list[Any] = []
-    for model, count in wanted:
-        pk = model._meta.pk
-        assert pk is not None
-        parts.append(
-            "ARRAY(SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s))"
+@dataclass(frozen=True)
+class _Plan:
+    fields: tuple[models.Field[Any, Any], ...]
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    columns: tuple[str, ...]
+    casts: tuple[str, ...]
+
+
+_plans: dict[tuple[type[models.Model], frozenset[str]], _Plan] = {}
+
+
+def _plan(model: type[models.Model], exclude: frozenset[str]) -> _Plan:
+    """A model's columns for ``unnest``, worked out once per process."""
+    plan = _plans.get((model, exclude))
+    if plan is None:
+        fields = tuple(
+            f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in exclude
         )
-        parameters += [quote(model._meta.db_table), pk.column, count]
-    with _cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts), parameters)
-        row = cursor.fetchone()
-    return [list(ids) for ids in row]
+        quote = connection.ops.quote_name
+        plan = _plans[(model, exclude)] = _Plan(
+            fields=fields,
+            names=tuple(f.attname for f in fields),
+            defaults=tuple(f.get_default() for f in fields),
+            columns=tuple(quote(str(f.column)) for f in fields),
+            # As the ORM's bulk_create: the type without its length (no truncation).
+            casts=tuple(f"%s::{str(f.db_type(connection)).split('(')[0]}[]" for f in fields),
+        )
+    return plan
 
 
 class RowWriter:
@@ -111,14 +122,13 @@ class RowWriter:
     ) -> list[int]:
         """Insert ``rows``; with ``returning`` their primary keys, in the order of ``rows``
         (as the ORM's bulk_create relies on: PostgreSQL and SQLite 3.35+ return them so).
-        Rows that carry their primary key (``allocate_ids``) are inserted with it."""
+        """
         if not rows:
             return []
         meta = model._meta
         pk = meta.pk
         assert pk is not None
-        with_pk = pk.attname in rows[0]
-        fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
         defaults = [f.get_default() for f in fields]
         prepare = [self._converter(f) for f in fields]
         quote = connection.ops.quote_name
@@ -128,25 +138,18 @@ class RowWriter:
         )
         tail = f" RETURNING {quote(str(pk.column))}" if returning else ""
         names = [f.attname for f in fields]
-        columns = zip(names, defaults, prepare, strict=True)
         if self.postgresql:
-            values = [
-                [
-                    value if convert is None else convert(value)
-                    for value in (row.get(name, default) for row in rows)
-                ]
-                for name, default, convert in columns
-            ]
-            types = ", ".join(f"%s::{str(f.db_type(connection)).split('(')[0]}[]" for f in fields)
-            with _cursor() as cursor:
+            arrays = self.arrays(model, rows)
+            with server_cursor() as cursor:
                 # Names and types are the model's; every value is a parameter.
-                cursor.execute(f"{head}SELECT * FROM unnest({types}){tail}", values)  # noqa: S608
+                sql = f"{head}SELECT * FROM unnest({', '.join(arrays.casts)}){tail}"  # noqa: S608
+                cursor.execute(sql, arrays.values)
                 return [pk for (pk,) in cursor.fetchall()] if returning else []
         row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
         limit = connection.features.max_query_params or _BOUND_PARAMETERS_LIMIT
         per_statement = max(1, limit // len(fields))
         pks: list[int] = []
-        with _cursor() as cursor:
+        with server_cursor() as cursor:
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
                 parameters: list[Any] = []
@@ -160,6 +163,23 @@ class RowWriter:
                 if returning:
                     pks.extend(pk for (pk,) in cursor.fetchall())
         return pks
+
+    def arrays(
+        self, model: type[models.Model], rows: Sequence[Row], exclude: Collection[str] = ()
+    ) -> Arrays:
+        """The rows' values by column (PostgreSQL), for ``unnest``: every concrete column but
+        the primary key and those in ``exclude`` (attribute names)."""
+        plan = _plan(model, frozenset(exclude))
+        values = [
+            [
+                value if convert is None else convert(value)
+                for value in (row.get(name, default) for row in rows)
+            ]
+            for name, default, convert in zip(
+                plan.names, plan.defaults, [self._converter(f) for f in plan.fields], strict=True
+            )
+        ]
+        return Arrays(plan.columns, plan.casts, values)
 
     def _converter(self, field: models.Field[Any, Any]) -> Callable[[Any], Any] | None:
         if field.get_internal_type() in _AS_IS:
