@@ -105,49 +105,39 @@ def _plan(model: type[models.Model], exclude: frozenset[str]) -> _Plan:
 
 
 class RowWriter:
-    """Inserts rows of models through the default connection. On PostgreSQL one statement of
-    the same text whatever the number of rows (a column of values per parameter, spread by
-    ``unnest``), so the driver converts it once and the server prepares it once; elsewhere as
-    few multi-row statements as the parameter limit allows. Date-times the same for every
-    row (the batch's "now") are converted once."""
+    """Inserts rows of models through the default connection, in as few statements as the
+    database's parameter limit allows (one on PostgreSQL), or lays them out by column for a
+    caller's ``unnest`` (``arrays``). Date-times the same for every row (the batch's "now")
+    are converted once."""
 
     def __init__(self, now: datetime | None = None) -> None:
         self.converted: dict[datetime, Any] = {}
-        self.postgresql = connection.vendor == "postgresql"
-        if now is not None and self.postgresql:
+        if now is not None and connection.vendor == "postgresql":
             self.converted[now] = now  # psycopg takes an aware date-time as it is
 
     def insert(
         self, model: type[models.Model], rows: Sequence[Row], *, returning: bool = False
     ) -> list[int]:
         """Insert ``rows``; with ``returning`` their primary keys, in the order of ``rows``
-        (as the ORM's bulk_create relies on: PostgreSQL and SQLite 3.35+ return them so).
-        """
+        (as the ORM's bulk_create relies on: PostgreSQL and SQLite 3.35+ return them so)."""
         if not rows:
             return []
         meta = model._meta
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
         pk = meta.pk
         assert pk is not None
-        fields = [f for f in meta.concrete_fields if not f.primary_key]
         defaults = [f.get_default() for f in fields]
         prepare = [self._converter(f) for f in fields]
         quote = connection.ops.quote_name
         head = (
-            f"INSERT INTO {quote(meta.db_table)} "
-            f"({', '.join(quote(str(f.column)) for f in fields)}) "
+            f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 - names are the model's
+            f"({', '.join(quote(str(f.column)) for f in fields)}) VALUES "
         )
         tail = f" RETURNING {quote(str(pk.column))}" if returning else ""
-        names = [f.attname for f in fields]
-        if self.postgresql:
-            arrays = self.arrays(model, rows)
-            with server_cursor() as cursor:
-                # Names and types are the model's; every value is a parameter.
-                sql = f"{head}SELECT * FROM unnest({', '.join(arrays.casts)}){tail}"  # noqa: S608
-                cursor.execute(sql, arrays.values)
-                return [pk for (pk,) in cursor.fetchall()] if returning else []
         row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
         limit = connection.features.max_query_params or _BOUND_PARAMETERS_LIMIT
         per_statement = max(1, limit // len(fields))
+        names = [f.attname for f in fields]
         pks: list[int] = []
         with server_cursor() as cursor:
             for start in range(0, len(rows), per_statement):
@@ -157,9 +147,7 @@ class RowWriter:
                     for name, default, convert in zip(names, defaults, prepare, strict=True):
                         value = row.get(name, default)
                         parameters.append(value if convert is None else convert(value))
-                cursor.execute(
-                    head + "VALUES " + ", ".join([row_marks] * len(chunk)) + tail, parameters
-                )
+                cursor.execute(head + ", ".join([row_marks] * len(chunk)) + tail, parameters)
                 if returning:
                     pks.extend(pk for (pk,) in cursor.fetchall())
         return pks
