@@ -1,7 +1,8 @@
 """Placement: a message becomes rows. The message, its recipients, one queue entry per message
 x link queue and its tracking events, for every caller alike: SMTP intake, the relay's own
-messages (DSNs) and routing again. Several messages go in the same few multi-row statements,
-so the relay's writer commits everything its sessions finished in one transaction.
+messages (DSNs) and routing again. Several messages go in the same statements (on PostgreSQL
+one statement for all their rows, on SQLite one multi-row INSERT per table), so the relay's
+writer commits everything its sessions finished in one transaction.
 
 Everything per message comes from the caller (``Receiver``: the receiving virtual server,
 the delivery times, the tracking switches) and from a per-process cache of link queue ids,
