@@ -23,8 +23,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from smtpadmin.models import LoginThrottle
@@ -135,8 +136,30 @@ def name_failures(scope: str, username: str) -> int:
 
 def name_delay(scope: str, username: str) -> float:
     """Seconds to wait before checking a password for this name (the slow per-name back-off)."""
-    beyond = name_failures(scope, username) - NAME_BACKOFF_AFTER + 1
+    return backoff(name_failures(scope, username))
+
+
+def backoff(failures: int) -> float:
+    """The per-name back-off for a name with this many failures within the window. Pure."""
+    beyond = failures - NAME_BACKOFF_AFTER + 1
     return min(beyond * NAME_BACKOFF_STEP, NAME_BACKOFF_MAX) if beyond > 0 else 0.0
+
+
+def standing(scope: str, username: str, client_address: str, now: datetime) -> dict[str, Any]:
+    """Expressions that read, as part of another query, what a login attempt must know of
+    this name and address: whether the pair has a row at all, i.e. a count or a lock
+    (``throttle_pair``), the name's failures within the window (``throttle_name_failures``,
+    None = none) and its latest lock (``throttle_latest_lock``). A login from a clean pair
+    then costs one statement."""
+    rows = LoginThrottle.objects.filter(scope=scope, username=user_key(username))
+    name_rows = rows.filter(client=ALL_ADDRESSES, first_failure_at__gt=now - WINDOW)
+    return {
+        "throttle_pair": Exists(rows.filter(client=client_key(client_address))),
+        "throttle_name_failures": Subquery(name_rows.values("failures")[:1]),
+        "throttle_latest_lock": Subquery(
+            rows.filter(locked_until__gt=now).order_by("-locked_until").values("locked_until")[:1]
+        ),
+    }
 
 
 def locked_for(scope: str, username: str, client_address: str) -> timedelta | None:

@@ -10,12 +10,20 @@ publish that fails clears its flags again. The sweeper (``every=True``) asks for
 with due work as before, pending or not, so a task the broker lost is replaced within a
 sweep; and a flag older than ``STALE_AFTER`` no longer holds back the wake-ups of new mail.
 
+A caller that must answer first (the relay's writer: its sessions wait for their 250) commits
+inside ``holding`` and publishes what it collected with ``publish`` after answering. A process
+that dies in between loses only wake-ups: the flags it set go stale and the sweeper asks for
+every queue with due work.
+
 The queue core imports no stage: the delivery tasks register the publisher at import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,9 +36,12 @@ from relay.queue.models import LinkQueue
 # Publishes a deliver task per queue id; returns the ids it could not publish.
 Publisher = Callable[[Sequence[int]], Sequence[int]]
 
+log = logging.getLogger("relay.queue")
+
 STALE_AFTER = timedelta(minutes=1)
 
 _publisher: Publisher | None = None
+_held = threading.local()  # .pks: the wake-ups held back in this thread (None: publish)
 
 
 def register_publisher(publisher: Publisher | None) -> None:
@@ -63,8 +74,36 @@ def wake(
     elif flipped:
         # Robust: whatever goes wrong here must not turn a committed message into an error
         # (its client would send it again); the sweeper covers a wake-up that is lost.
-        transaction.on_commit(lambda: _publish(flipped), robust=True)
+        transaction.on_commit(lambda: _publish_or_hold(flipped), robust=True)
     return flipped
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[list[int]]:
+    """Wake-ups of the transactions this thread commits inside are collected in the list it
+    gives, not published: the caller passes them to ``publish`` when it is ready."""
+    held: list[int] = []
+    previous = getattr(_held, "pks", None)
+    _held.pks = held
+    try:
+        yield held
+    finally:
+        _held.pks = previous
+
+
+def publish(pks: Iterable[int]) -> None:
+    """Publish wake-ups collected by ``holding`` (their flags are set and committed)."""
+    wanted = sorted(set(pks))
+    if wanted:
+        _publish(wanted)
+
+
+def _publish_or_hold(pks: Sequence[int]) -> None:
+    held = getattr(_held, "pks", None)
+    if held is None:
+        _publish(pks)
+    else:
+        held.extend(pks)
 
 
 def started(queue_pk: int) -> None:
@@ -72,6 +111,29 @@ def started(queue_pk: int) -> None:
     LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__isnull=False).update(
         wake_requested_at=None
     )
+
+
+def flip_statement(now: datetime) -> tuple[str, list[Any]]:
+    """``wake``'s UPDATE for PostgreSQL, to run inside a caller's statement (a CTE): its
+    first parameter is left to the caller, the queue ids as an array. Returns the flags set.
+    The caller passes them to ``committed`` once its statement has committed."""
+    table = connection.ops.quote_name(LinkQueue._meta.db_table)
+    # The table name is the model's and every value a parameter.
+    sql = (
+        f"UPDATE {table} SET wake_requested_at = %s WHERE id = ANY(%s::bigint[]) "  # noqa: S608
+        "AND (wake_requested_at IS NULL OR wake_requested_at < %s) RETURNING id"
+    )
+    return sql, [now, now - STALE_AFTER]
+
+
+def committed(flipped: Sequence[int]) -> None:
+    """The flags in ``flipped`` were set by ``flip_statement`` and are committed: publish
+    (or hold) their wake-ups, as ``wake`` does after its commit."""
+    if flipped:
+        try:
+            _publish_or_hold(sorted(flipped))
+        except Exception:  # as ``wake``'s robust hook: the sweeper covers a lost wake-up
+            log.warning("publishing delivery wake-ups failed", exc_info=True)
 
 
 def _flip(pks: Sequence[int], now: datetime, *, every: bool) -> list[int]:

@@ -1,7 +1,8 @@
 """Placement: a message becomes rows. The message, its recipients, one queue entry per message
 x link queue and its tracking events, for every caller alike: SMTP intake, the relay's own
-messages (DSNs) and routing again. Several messages go in the same few multi-row statements,
-so the relay's writer commits everything its sessions finished in one transaction.
+messages (DSNs) and routing again. Several messages go in the same statements (on PostgreSQL
+one statement for all their rows, on SQLite one multi-row INSERT per table), so the relay's
+writer commits everything its sessions finished in one transaction.
 
 Everything per message comes from the caller (``Receiver``: the receiving virtual server,
 the delivery times, the tracking switches) and from a per-process cache of link queue ids,
@@ -18,8 +19,9 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from connectors.routing import Route
@@ -35,7 +37,7 @@ from relay.queue.models import (
     TrackingEvent,
     new_queue_id,
 )
-from relay.queue.rows import Row, RowWriter
+from relay.queue.rows import Row, RowWriter, execute_prepared, server_cursor
 from relay.queue.timings import DeliveryTimes, entry_timing
 from relay.queue.tracking import MessageRef, TrackingSettings, event_row
 from servers.models import VirtualServer
@@ -296,6 +298,12 @@ def place_within(request: Request, now: datetime | None = None) -> Placed:
 
 
 def _commit(requests: Sequence[Request], queue_ids: Sequence[str], *, cached: bool) -> list[Placed]:
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        # The batch's rows are one statement there: it commits by itself (and waits for the
+        # disk), with no BEGIN and COMMIT to wait for besides.
+        placed, queues = _write(requests, queue_ids, cached=cached)
+        _remember(queues)
+        return placed
     with transaction.atomic(durable=True):
         placed, queues = _write(requests, queue_ids, cached=cached)
     # Committed rows only (a test's enclosing transaction is rolled back in the end).
@@ -347,50 +355,34 @@ def _write(
     ]
     wanted = {spec.key: spec for row in specs for spec in row if spec is not None}
     queues = _resolve_queues(wanted, cached=cached)
-    writer = RowWriter(now)
-    message_pks = writer.insert(
-        Message,
-        [
-            _message(request.receiver, draft, now)
-            for request, draft in zip(requests, drafts, strict=True)
-        ],
-        returning=True,
-    )
+    message_rows = [
+        _message(request.receiver, draft, now)
+        for request, draft in zip(requests, drafts, strict=True)
+    ]
     times = _times(requests, drafts)
     entries = [
-        _entries(request.receiver, message_pk, draft, row, queues, times, now)
-        for request, message_pk, draft, row in zip(
-            requests, message_pks, drafts, specs, strict=True
-        )
+        _entries(request.receiver, draft, row, queues, times, now)
+        for request, draft, row in zip(requests, drafts, specs, strict=True)
     ]
-    entry_rows = [entry for by_key in entries for entry in by_key.values()]
-    for entry, pk in zip(
-        entry_rows, writer.insert(QueueEntry, entry_rows, returning=True), strict=True
-    ):
-        entry["id"] = pk
-    writer.insert(
-        Recipient,
-        [
-            recipient
-            for message_pk, draft, row, by_key in zip(
-                message_pks, drafts, specs, entries, strict=True
-            )
-            for recipient in _recipients(message_pk, draft, row, by_key, now)
-        ],
-    )
-    writer.insert(
-        TrackingEvent,
-        [
-            event
-            for request, draft, row in zip(requests, drafts, specs, strict=True)
-            if request.receiver.tracking.enabled
-            for event in _events(request.receiver, draft, row, queues, now)
-        ],
-    )
+    recipients = [
+        list(_recipients(draft, row, by_key, now))
+        for draft, row, by_key in zip(drafts, specs, entries, strict=True)
+    ]
+    events = [
+        event
+        for request, draft, row in zip(requests, drafts, specs, strict=True)
+        if request.receiver.tracking.enabled
+        for event in _events(request.receiver, draft, row, queues, now)
+    ]
     # Local delivery is the relay worker's own; the unreachable queue waits for the sweeper.
-    dispatch.wake(
+    outbound = [
         ref.pk for key, ref in queues.items() if ref.kind in _OUTBOUND_KINDS and key in wanted
-    )
+    ]
+    if connection.vendor == "postgresql":
+        message_pks = _insert_as_one(message_rows, entries, recipients, events, outbound, now)
+    else:
+        message_pks = _insert_each(message_rows, entries, recipients, events, now)
+        dispatch.wake(outbound)
     placed = [
         Placed(
             queue_id=draft.queue_id,
@@ -405,6 +397,159 @@ def _write(
         for draft, message_pk, by_key, row in zip(drafts, message_pks, entries, specs, strict=True)
     ]
     return placed, queues
+
+
+def _insert_each(
+    message_rows: list[Row],
+    entries: list[dict[str, Row]],
+    recipients: list[list[Row]],
+    events: list[Row],
+    now: datetime,
+) -> list[int]:
+    """The rows in one multi-row INSERT per table, each waiting for the keys of the last."""
+    writer = RowWriter(now)
+    message_pks = writer.insert(Message, message_rows, returning=True)
+    for by_key, message_pk in zip(entries, message_pks, strict=True):
+        for entry in by_key.values():
+            entry["message_id"] = message_pk
+    entry_rows = [entry for by_key in entries for entry in by_key.values()]
+    for entry, pk in zip(
+        entry_rows, writer.insert(QueueEntry, entry_rows, returning=True), strict=True
+    ):
+        entry["id"] = pk
+    rows = []
+    for message_pk, by_key, message_recipients in zip(
+        message_pks, entries, recipients, strict=True
+    ):
+        for recipient in message_recipients:
+            key = recipient.pop("entry", None)
+            rows.append(
+                {**recipient, "message_id": message_pk, "entry_id": by_key[key]["id"]}
+                if key is not None
+                else {**recipient, "message_id": message_pk}
+            )
+    writer.insert(Recipient, rows)
+    writer.insert(TrackingEvent, events)
+    return message_pks
+
+
+def _insert_as_one(
+    message_rows: list[Row],
+    entries: list[dict[str, Row]],
+    recipients: list[list[Row]],
+    events: list[Row],
+    outbound: list[int],
+    now: datetime,
+) -> list[int]:
+    """PostgreSQL: every row of the batch and the wake-up flags in ONE statement, so one
+    round trip to the server (and, outside a transaction, its own commit). The keys are drawn
+    from the sequences inside it and the rows that name them joined to them by number: the
+    n-th message, the n-th entry. The statement's text depends only on whether there are
+    tracking events: it is prepared, so the server parses and plans it once per connection."""
+    writer = RowWriter(now)
+    quote = connection.ops.quote_name
+    entry_rows: list[Row] = []
+    entry_messages: list[int] = []  # the message number (1-based) of each entry
+    entry_numbers: list[dict[str, int]] = []  # per message: its entries' numbers by key
+    for number, by_key in enumerate(entries, 1):
+        numbers = {}
+        for key, entry in by_key.items():
+            entry_rows.append(entry)
+            entry_messages.append(number)
+            numbers[key] = len(entry_rows)
+        entry_numbers.append(numbers)
+    recipient_rows: list[Row] = []
+    recipient_messages: list[int] = []
+    recipient_entries: list[int | None] = []
+    for number, (numbers, message_recipients) in enumerate(
+        zip(entry_numbers, recipients, strict=True), 1
+    ):
+        for recipient in message_recipients:
+            key = recipient.pop("entry", None)
+            recipient_rows.append(recipient)
+            recipient_messages.append(number)
+            recipient_entries.append(None if key is None else numbers[key])
+
+    messages = writer.arrays(Message, message_rows)
+    queued = writer.arrays(QueueEntry, entry_rows, exclude={"message_id"})
+    addressed = writer.arrays(Recipient, recipient_rows, exclude={"message_id", "entry_id"})
+    flip, flip_parameters = dispatch.flip_statement(now)
+
+    def sequence(model: type[Message] | type[QueueEntry]) -> str:
+        return f"pg_get_serial_sequence('{quote(model._meta.db_table)}', 'id')"
+
+    def listed(names: Iterable[str]) -> str:
+        return ", ".join(names)
+
+    def numbered(count: int) -> str:
+        return listed(f"u.c{i}" for i in range(count))
+
+    def aliases(count: int) -> str:
+        return listed(f"c{i}" for i in range(count))
+
+    message_table = quote(Message._meta.db_table)
+    entry_table = quote(QueueEntry._meta.db_table)
+    recipient_table = quote(Recipient._meta.db_table)
+    n_m, n_e, n_r = len(messages.columns), len(queued.columns), len(addressed.columns)
+    # Table, column and type names are the models'; every value is a parameter.
+    parts = [
+        f"mid AS MATERIALIZED (SELECT nextval({sequence(Message)}) AS id, n "  # noqa: S608
+        "FROM generate_series(1, %s::integer) AS n)",
+        f"eid AS MATERIALIZED (SELECT nextval({sequence(QueueEntry)}) AS id, n "  # noqa: S608
+        "FROM generate_series(1, %s::integer) AS n)",
+        f"m AS (INSERT INTO {message_table} (id, {listed(messages.columns)}) "  # noqa: S608
+        f"SELECT mid.id, {numbered(n_m)} FROM unnest({listed(messages.casts)}) "
+        f"WITH ORDINALITY AS u({aliases(n_m)}, n) JOIN mid USING (n))",
+        f"e AS (INSERT INTO {entry_table} (id, message_id, {listed(queued.columns)}) "  # noqa: S608
+        f"SELECT eid.id, mid.id, {numbered(n_e)} "
+        f"FROM unnest(%s::integer[], {listed(queued.casts)}) "
+        f"WITH ORDINALITY AS u(mn, {aliases(n_e)}, n) "
+        "JOIN eid USING (n) JOIN mid ON mid.n = u.mn)",
+        f"r AS (INSERT INTO {recipient_table} (message_id, entry_id, "  # noqa: S608
+        f"{listed(addressed.columns)}) SELECT mid.id, eid.id, {numbered(n_r)} "
+        f"FROM unnest(%s::integer[], %s::integer[], {listed(addressed.casts)}) "
+        f"WITH ORDINALITY AS u(mn, en, {aliases(n_r)}, n) "
+        # In the order given: the recipients' keys follow it, as with a plain INSERT.
+        "JOIN mid ON mid.n = u.mn LEFT JOIN eid ON eid.n = u.en ORDER BY u.n)",
+        f"w AS ({flip})",
+    ]
+    parameters: list[Any] = [
+        len(message_rows),
+        len(entry_rows),
+        *messages.values,
+        entry_messages,
+        *queued.values,
+        recipient_messages,
+        recipient_entries,
+        *addressed.values,
+        flip_parameters[0],
+        outbound if dispatch.publishing() else [],
+        *flip_parameters[1:],
+    ]
+    if events:
+        tracked = writer.arrays(TrackingEvent, events)
+        parts.append(
+            f"t AS (INSERT INTO {quote(TrackingEvent._meta.db_table)} "  # noqa: S608
+            f"({listed(tracked.columns)}) SELECT * FROM unnest({listed(tracked.casts)}))"
+        )
+        parameters += tracked.values
+    sql = (
+        "WITH "  # noqa: S608
+        + ", ".join(parts)
+        + " SELECT ARRAY(SELECT id FROM mid ORDER BY n), ARRAY(SELECT id FROM eid ORDER BY n), "
+        "ARRAY(SELECT id FROM w)"
+    )
+    with server_cursor() as cursor:
+        execute_prepared(cursor, sql, parameters)
+        message_pks, entry_pks, flipped = cursor.fetchone()
+    for entry, pk in zip(entry_rows, entry_pks, strict=True):
+        entry["id"] = pk
+    if flipped:
+        if connection.in_atomic_block:
+            transaction.on_commit(lambda: dispatch.committed(flipped), robust=True)
+        else:
+            dispatch.committed(flipped)
+    return list(message_pks)
 
 
 def _message(receiver: Receiver, draft: Draft, now: datetime) -> Row:
@@ -446,7 +591,6 @@ def _times(requests: Sequence[Request], drafts: Sequence[Draft]) -> dict[int, De
 
 def _entries(
     receiver: Receiver,
-    message_pk: int,
     draft: Draft,
     specs: Sequence[QueueSpec | None],
     queues: Mapping[str, QueueRef],
@@ -454,7 +598,8 @@ def _entries(
     now: datetime,
 ) -> dict[str, Row]:
     """One entry per link queue the message goes to, following the delivery settings of the
-    connector's bridgehead, else of the receiving virtual server."""
+    connector's bridgehead, else of the receiving virtual server. The message's key is set
+    once it is known."""
     entries: dict[str, Row] = {}
     for route, spec in zip(draft.routes, specs, strict=True):
         if spec is None or spec.key in entries:
@@ -465,7 +610,6 @@ def _entries(
         own = times.get(vs_id) or DeliveryTimes(vs_id)
         timing = entry_timing(own, local=spec.kind == LinkQueue.Kind.LOCAL, now=now)
         entries[spec.key] = {
-            "message_id": message_pk,
             "queue_id": queues[spec.key].pk,
             "virtual_server_id": vs_id,
             "state": QueueEntry.State.READY,
@@ -481,7 +625,6 @@ def _entries(
 
 
 def _recipients(
-    message_pk: int,
     draft: Draft,
     specs: Sequence[QueueSpec | None],
     entries: Mapping[str, Row],
@@ -489,7 +632,6 @@ def _recipients(
 ) -> Iterable[Row]:
     for route, spec in zip(draft.routes, specs, strict=True):
         recipient: Row = {
-            "message_id": message_pk,
             "address": route.recipient,
             "domain": route.domain or route.recipient.rpartition("@")[2].lower(),
             "route": route.kind,
@@ -500,7 +642,7 @@ def _recipients(
             recipient["last_response"] = route.status or route.reason
             recipient["completed_at"] = now
         else:
-            recipient["entry_id"] = entries[spec.key]["id"]
+            recipient["entry"] = spec.key  # the entry's id once it is known
             recipient["last_response"] = route.status or route.queued_reason
         yield recipient
 

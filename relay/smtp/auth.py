@@ -1,8 +1,9 @@
 """SMTP AUTH (PLAIN / LOGIN) against the SMTP credentials, with lockout.
 
-Synchronous (ORM and password hashing): the protocol layer waits ``backoff_delay`` (without
-holding a database thread), then runs ``check_credentials`` in a thread and waits
-``AuthOutcome.delay`` before answering a failure.
+Synchronous (ORM and password hashing): the protocol layer runs ``first_look`` in a thread (a
+remembered login from a clean pair ends there, in one statement), waits the back-off it
+returns (without holding a database thread), then runs ``check_credentials`` in a thread and
+waits ``AuthOutcome.delay`` before answering a failure.
 
 The console login's rules (``smtpadmin.throttle``) under the SMTP scope: 5 failures within 15
 minutes lock that user name from that client address for 15 minutes ("454 4.7.0"), checked and
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef
 from django.utils import timezone
 
 from relay.smtp.send_limits import SendLimit, send_limit_of
@@ -203,6 +205,63 @@ def cache_seconds() -> int:
 def backoff_delay(username: str) -> float:
     """Seconds to wait before checking a password for this name (the per-name back-off)."""
     return throttle.name_delay(SMTP, username)
+
+
+@dataclass(frozen=True)
+class FirstLook:
+    """What ``first_look`` found: the answer already (``outcome``), or the back-off to wait
+    (``pause`` seconds) before ``check_credentials`` decides."""
+
+    outcome: AuthOutcome | None = None
+    pause: float = 0.0
+
+
+def first_look(
+    username: str, password: str, *, virtual_server_id: int, client_ip: str
+) -> FirstLook:
+    """A login in one statement when it can be: the credential, whether it serves this
+    virtual server and the name's and the pair's throttle standing, read together. A password
+    remembered by ``CACHE`` for this credential as it is now, from a pair with no count or
+    lock and a name with no back-off, succeeds here: what ``check_credentials`` would answer,
+    and its writes would change nothing (a clean pair has no row to clear). Anything else
+    (a first login, a wrong password, a pair with failures, a name being guessed) goes to
+    ``check_credentials``, which counts the attempt before it checks the password."""
+    seconds = cache_seconds()
+    name = _printable(username)
+    if seconds <= 0 or not username or username != name:
+        return FirstLook(pause=backoff_delay(username))
+    now = timezone.now()
+    listed = SmtpCredential.virtual_servers.through.objects.filter(smtpcredential_id=OuterRef("pk"))
+    credential = (
+        SmtpCredential.objects.filter(username=username)
+        .annotate(
+            serves=ExpressionWrapper(
+                ~Exists(listed) | Exists(listed.filter(virtualserver_id=virtual_server_id)),
+                output_field=BooleanField(),
+            ),
+            **throttle.standing(SMTP, username, client_ip, now),
+        )
+        .first()
+    )
+    if credential is None:
+        return FirstLook(pause=backoff_delay(username))
+    name_failures = credential.throttle_name_failures or 0  # type: ignore[attr-defined]
+    pause = throttle.backoff(name_failures)
+    if (
+        pause
+        or credential.throttle_pair  # type: ignore[attr-defined]
+        or not credential.serves
+        or password != _hashable(password)
+        or not CACHE.verified(username, password, credential)
+    ):
+        return FirstLook(pause=pause)
+    if LAST_USED.due(credential):
+        SmtpCredential.objects.filter(pk=credential.pk).update(
+            last_used_at=now,
+            failed_logins=name_failures,
+            locked_until=credential.throttle_latest_lock,  # type: ignore[attr-defined]
+        )
+    return FirstLook(AuthOutcome(ok=True, reply=SUCCESS, username=credential.username))
 
 
 def check_credentials(

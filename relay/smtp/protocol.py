@@ -50,7 +50,7 @@ from relay.intake import Envelope as IntakeEnvelope
 from relay.queue.tracking import RefusalReport, RefusalTally, record_refusals
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
-from relay.smtp.auth import backoff_delay, check_credentials
+from relay.smtp.auth import check_credentials, first_look
 from relay.smtp.config import ListenerConfig
 from relay.smtp.data import DataScanner, read_block
 from relay.smtp.policy import DataOutcome
@@ -707,17 +707,14 @@ class RelaySMTP(SMTP):
         username = login.decode("utf-8", errors="surrogateescape")
         secret = password.decode("utf-8", errors="surrogateescape")
         try:
-            # The name's back-off is waited here, not in a database thread the relay needs.
-            pause = await self.runtime.run(backoff_delay, username)
-            if pause:
-                await asyncio.sleep(pause)
-            outcome = await self.runtime.run(
-                check_credentials,
-                username,
-                secret,
-                virtual_server_id=self.config.id,
-                client_ip=self.client_address,
-            )
+            facts = {"virtual_server_id": self.config.id, "client_ip": self.client_address}
+            look = await self.runtime.run(first_look, username, secret, **facts)
+            outcome = look.outcome
+            if outcome is None:
+                # The name's back-off is waited here, not in a database thread the relay needs.
+                if look.pause:
+                    await asyncio.sleep(look.pause)
+                outcome = await self.runtime.run(check_credentials, username, secret, **facts)
         except DatabaseError as error:
             # The credentials cannot be checked now: a temporary failure, never "invalid".
             log.warning("AUTH from %s not checked: %r", self.client_address, error)

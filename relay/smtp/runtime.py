@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from django.db import close_old_connections, connection, connections
 
 from relay.dns import make_resolver
+from relay.queue import dispatch
 from relay.queue.place import Placed, Receiver, Request, place_durably
 from relay.queue.tracking import TrackingSettings
 from relay.smtp.config import Directory, ListenerConfig, OrganizationPolicy
@@ -67,14 +68,32 @@ def _write_batch(requests: list[Request]) -> list[Placed | Exception]:
     return place_durably(requests)
 
 
+def _write_held(requests: list[Request]) -> tuple[list[Placed | Exception], list[int]]:
+    """``_write_batch``, with the delivery wake-ups of its commit held back: the link queues
+    to publish once the sessions have their answers."""
+    with dispatch.holding() as held:
+        results = _write_batch(requests)
+    return results, held
+
+
+def _publish(pks: list[int]) -> None:
+    try:
+        dispatch.publish(pks)
+    except Exception:  # the sweeper finds the work; the writer must go on
+        log.warning("publishing delivery wake-ups failed", exc_info=True)
+
+
 class GroupWriter:
     """The relay process's one writer. Sessions hand it their finished messages and wait;
     it writes everything waiting in ONE transaction in its own database thread, and each
     session gets its answer (its 250) only after that commit. While one batch commits the
-    next accumulates, so batches grow with the load and a lone message waits for nothing."""
+    next accumulates, so batches grow with the load and a lone message waits for nothing.
+    The batch's delivery wake-ups are published after the answers, by a thread of their own:
+    no 250 waits for the broker (a wake-up lost with the process is the sweeper's)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-wake")
         self.waiting: list[tuple[Request, asyncio.Future[Placed]]] = []
         self.draining: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed or tried (for tests and statistics)
@@ -96,8 +115,9 @@ class GroupWriter:
                 del self.waiting[:BATCH_LIMIT]
                 self.batches += 1
                 requests = [request for request, _ in batch]
+                held: list[int] = []
                 try:
-                    results = await loop.run_in_executor(self.executor, _write_batch, requests)
+                    results, held = await loop.run_in_executor(self.executor, _write_held, requests)
                 except Exception as error:  # the thread itself failed: nobody is placed
                     results = [error] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
@@ -107,6 +127,9 @@ class GroupWriter:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+                if held:
+                    # Queued behind the sessions' replies (the futures' callbacks run first).
+                    loop.call_soon(self.publisher.submit, _publish, held)
         finally:
             self.draining = None
 
@@ -114,6 +137,8 @@ class GroupWriter:
         """Finish the batch in hand, then close the writer thread's connection."""
         self.executor.submit(connections.close_all)
         self.executor.shutdown(wait=True, cancel_futures=False)
+        self.publisher.submit(connections.close_all)
+        self.publisher.shutdown(wait=True, cancel_futures=False)
 
 
 class BackgroundWork:

@@ -166,8 +166,14 @@ def test_the_statements_per_batch_do_not_grow_with_its_messages_nor_read_configu
 
     statements = [query["sql"] for query in ten.captured_queries]
     print(f"statements: {len(one)} for 1 message, {len(ten)} for 10 in one batch")
-    # One INSERT per table (message, entry, recipient, tracking event), BEGIN and COMMIT.
-    assert len(one) == len(ten) <= 6
+    if connection.vendor == "postgresql":
+        # Every row and the wake-up flags in one statement that commits by itself, of the
+        # same text whatever the batch's size: one round trip, prepared once per process.
+        assert len(one) == len(ten) == 1
+        assert [q["sql"] for q in one.captured_queries] == statements
+    else:
+        # One INSERT per table (message, entry, recipient, tracking event), BEGIN and COMMIT.
+        assert len(one) == len(ten) <= 6
     configuration = ("servers_virtualserver", "smtpadmin_organization", "relay_linkqueue")
     assert not [
         sql
