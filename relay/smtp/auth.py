@@ -261,7 +261,14 @@ def first_look(
             failed_logins=name_failures,
             locked_until=credential.throttle_latest_lock,  # type: ignore[attr-defined]
         )
-    return FirstLook(AuthOutcome(ok=True, reply=SUCCESS, username=credential.username))
+    return FirstLook(
+        AuthOutcome(
+            ok=True,
+            reply=SUCCESS,
+            username=credential.username,
+            send_limit=send_limit_of(credential),
+        )
+    )
 
 
 def check_credentials(
