@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from connectors.routing import Route
+from relay.metrics import RECEIVED
 from relay.queue import dispatch
 from relay.queue.models import (
     MESSAGE_ID_LENGTH,
@@ -41,6 +43,7 @@ from relay.queue.rows import Row, RowWriter, execute_prepared, server_cursor
 from relay.queue.timings import DeliveryTimes, entry_timing
 from relay.queue.tracking import MessageRef, TrackingSettings, event_row
 from servers.models import VirtualServer
+from smtpadmin import counters
 from smtpadmin.models import Organization
 
 log = logging.getLogger("relay.queue")
@@ -268,16 +271,26 @@ def place_durably(requests: Sequence[Request]) -> list[Placed | Exception]:
     in a transaction of its own, so one bad message does not fail its neighbours (and a
     queue id that clashes is drawn again). Must not run inside a transaction: a commit there
     would be no commit."""
+    results: list[Placed | Exception]
     if len(requests) > 1:
         try:
-            return list(_commit(requests, [new_queue_id() for _ in requests], cached=True))
+            results = list(_commit(requests, [new_queue_id() for _ in requests], cached=True))
         except Exception as error:
             log.warning(
                 "placing %d messages together failed (%r); one by one", len(requests), error
             )
             forget_queues()
-            return [_commit_one(request, cached=False) for request in requests]
-    return [_commit_one(request, cached=True) for request in requests]
+            results = [_commit_one(request, cached=False) for request in requests]
+    else:
+        results = [_commit_one(request, cached=True) for request in requests]
+    received = Counter(
+        request.receiver.virtual_server_name
+        for request, result in zip(requests, results, strict=True)
+        if isinstance(result, Placed)
+    )
+    for name, n in received.items():
+        counters.add(RECEIVED, {"virtual_server": name}, n)  # committed: counted in memory
+    return results
 
 
 def place_within(request: Request, now: datetime | None = None) -> Placed:

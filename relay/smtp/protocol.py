@@ -47,7 +47,8 @@ from django.utils import timezone
 from relay.dns import dnsbl_listing, reverse_name
 from relay.intake import Accepted, accept, draft_request
 from relay.intake import Envelope as IntakeEnvelope
-from relay.queue.tracking import RefusalReport, RefusalTally, record_refusals
+from relay.metrics import REFUSED
+from relay.queue.tracking import RefusalReport, RefusalTally, record_refusals, refusal_class
 from relay.smtp import policy
 from relay.smtp.addresses import Reply, parse_path
 from relay.smtp.auth import check_credentials, first_look
@@ -56,6 +57,7 @@ from relay.smtp.data import DataScanner, read_block
 from relay.smtp.policy import DataOutcome
 from relay.smtp.runtime import receiver
 from relay.smtp.send_limits import SendLimit, take_message
+from smtpadmin import counters
 
 if TYPE_CHECKING:
     from relay.smtp.supervisor import Listener
@@ -67,6 +69,7 @@ logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 IDENT = "ESMTP smtpadmin"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure; try again later"
+QUEUE_IDS_LOGGED = 20  # a session's log line names at most this many of its messages
 # Abuse limits of one session (Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit).
 JUNK_COMMAND_LIMIT = 100  # NOOP, RSET, VRFY, HELP, EXPN
 HARD_ERROR_LIMIT = 20  # 5xx replies, e.g. guessing recipients
@@ -139,6 +142,7 @@ class RelaySMTP(SMTP):
         self.client_name: str | None = None  # forward-confirmed reverse DNS name
         self.connected_at = time.time()
         self.messages = 0
+        self.queue_ids: list[str] = []  # the session's first messages, for its log line
         self.session_bytes = 0
         self.send_limit: SendLimit | None = None  # the authenticated credential's, if any
         self.message_limit = config.message_size_limit  # the current message's size limit
@@ -181,7 +185,30 @@ class RelaySMTP(SMTP):
             self.registered = False
             self.listener.unregister(self)
             self.write_refusals()
+            self.log_session()
         super().connection_lost(error)
+
+    def log_session(self) -> None:
+        """One line per session (what Postfix's smtpd "disconnect" line says), its figures
+        also as fields for LOG_FORMAT=json."""
+        fields = {
+            "virtual_server": self.config.name,
+            "client": self.client_address,
+            "client_port": self.client_port,
+            "helo": self.helo,
+            "auth_user": self.login_name,
+            "tls": self.tls,
+            "messages": self.messages,
+            "queue_ids": " ".join(self.queue_ids),
+            "refusals": self.refusals.refusals,
+            "bytes": self.session_bytes,
+            "duration_ms": round((time.time() - self.connected_at) * 1000),
+        }
+        log.info(
+            "session ended: %s",
+            " ".join(f"{key}={value}" for key, value in fields.items() if value != ""),
+            extra=fields,
+        )
 
     async def _handle_client(self) -> None:
         refusal = await self.admission()
@@ -597,6 +624,8 @@ class RelaySMTP(SMTP):
         return "250 2.1.5 Recipient OK"
 
     def track_rejection(self, sender: str, recipient: str, reply: Reply) -> None:
+        reason = refusal_class(str(reply))
+        counters.add(REFUSED, {"virtual_server": self.config.name, "reason": reason})
         if not self.organization.message_tracking_enabled:
             return
         if self.refusals.add(sender, recipient, str(reply), timezone.now()):
@@ -819,6 +848,8 @@ class RelaySMTP(SMTP):
             log.exception("intake failed for a message from %s", self.client_address)
             return "451 4.3.0 Temporary failure storing the message; try again later"
         self.messages += 1
+        if len(self.queue_ids) < QUEUE_IDS_LOGGED:
+            self.queue_ids.append(accepted.queue_id)
         self.session_bytes += len(content)
         self.listener.deliver_local_soon(accepted.local_entry_ids)
         if accepted.refused:
