@@ -29,6 +29,8 @@ from relay.queue.models import LinkQueue
 Publisher = Callable[[Sequence[int]], Sequence[int]]
 
 STALE_AFTER = timedelta(minutes=1)
+# The notification channel of wake-ups (PostgreSQL): idle connections wait on it.
+CHANNEL = "smtpadmin_wake"
 
 _publisher: Publisher | None = None
 
@@ -67,27 +69,51 @@ def wake(
     return flipped
 
 
-def started(queue_pk: int) -> None:
-    """A deliver task of this queue starts: mail committed from now on needs a new wake-up."""
-    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__isnull=False).update(
+def started(queue_pk: int, now: datetime | None = None) -> None:
+    """A deliver task of this queue starts: mail committed from now on needs a new wake-up
+    (a holder's mark stays: its idle connection still takes the queue's mail)."""
+    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__lte=now or timezone.now()).update(
         wake_requested_at=None
     )
 
 
+def hold(queue_pk: int, until: datetime) -> None:
+    """A worker keeps an idle connection of this queue open until ``until``: wake-ups of the
+    queue publish no task meanwhile (they notify it, on PostgreSQL)."""
+    LinkQueue.objects.filter(pk=queue_pk).update(wake_requested_at=until)
+
+
+def unhold(queue_pk: int, until: datetime) -> None:
+    """The idle connection that held the queue until ``until`` closes: wake-ups publish tasks
+    again (unless a wake-up replaced the mark meanwhile)."""
+    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at=until).update(wake_requested_at=None)
+
+
 def _flip(pks: Sequence[int], now: datetime, *, every: bool) -> list[int]:
-    """One UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): the flags this call set."""
+    """One statement (PostgreSQL, SQLite 3.35+): the flags this call set, never a holder's
+    (on PostgreSQL it also notifies the holders, and the flags set, on ``CHANNEL``)."""
     table = connection.ops.quote_name(LinkQueue._meta.db_table)
     marks = ", ".join(["%s"] * len(pks))
-    pending = "" if every else "AND (wake_requested_at IS NULL OR wake_requested_at < %s) "
+    free = "wake_requested_at IS NULL OR wake_requested_at <= %s"
+    pending = free if every else "wake_requested_at IS NULL OR wake_requested_at < %s"
     # The table name is the model's and every value a parameter.
-    sql = (
-        f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) "  # noqa: S608
-        f"{pending}RETURNING id"
-    )
-    parameters: list[Any] = [now, *pks] if every else [now, *pks, now - STALE_AFTER]
+    update = f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) AND ({pending})"  # noqa: S608
+    parameters: list[Any] = [now, *pks, now if every else now - STALE_AFTER]
+    if connection.vendor == "postgresql":
+        # The holders' rows are only read: no row lock, so placements never wait on each other.
+        sql = (
+            f"WITH flipped AS ({update} RETURNING id), "  # noqa: S608
+            f"held AS (SELECT id FROM {table} WHERE id IN ({marks}) AND wake_requested_at > %s) "
+            "SELECT id, task, pg_notify(%s, id::text || CASE WHEN task THEN ' task' ELSE '' END)"
+            " FROM (SELECT id, true AS task FROM flipped"
+            " UNION ALL SELECT id, false AS task FROM held) AS woken"
+        )
+        parameters += [*pks, now, CHANNEL]
+    else:
+        sql = f"{update} RETURNING id, 1"
     with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
-        return sorted(row[0] for row in cursor.fetchall())
+        return sorted(row[0] for row in cursor.fetchall() if row[1])
 
 
 def _publish(pks: Sequence[int]) -> None:
