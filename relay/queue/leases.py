@@ -133,6 +133,7 @@ def claim_due(
     if connection.features.has_select_for_update_skip_locked:
         candidates = candidates.select_for_update(skip_locked=True, of=("self",))
     until = _until(now, seconds)
+    began = {"last_attempt_at": now} if attempt else {}
     with transaction.atomic():
         found = list(candidates[: max(limit, 0)])
         if not found:
@@ -141,7 +142,7 @@ def claim_due(
         taken = (
             QueueEntry.objects.due(now)
             .filter(pk__in=pks)
-            .update(lease_owner=owner, lease_until=until)
+            .update(lease_owner=owner, lease_until=until, **began)
         )
     if taken != len(found):
         return _won(pks, owner, load)
