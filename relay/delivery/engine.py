@@ -12,6 +12,9 @@ the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the
    ``CHUNK`` at a time: the first claim decides the virtual server whose settings and
    connection limits the connection follows (over its limits: ``BUSY``, nothing sent), the
    next claims come while the connection is open, up to its "messages per connection".
+   When the queue is empty the connection waits for mail queued to it meanwhile, up to
+   ``SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS`` (``relay.delivery.idle``), then says QUIT.
+   Each claim is one statement that also writes when the attempt began (``last_attempt_at``).
    Entries past their expiration time expire instead. A first claim that found a full chunk
    asks for another task, so a long queue gets connections in parallel.
 3. A connector queue whose connector is down (or disabled, deleted, now forwards elsewhere,
