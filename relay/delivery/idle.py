@@ -15,16 +15,19 @@ committed while it went; then the connection says QUIT.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from relay.queue import dispatch
+
+log = logging.getLogger("relay.delivery")
 
 DEFAULT_CACHE_SECONDS = 2.0
 # SQLite: the first look after this long, each next one after twice as long, up to the most.
@@ -37,7 +40,12 @@ Found = TypeVar("Found")
 def cache_seconds() -> float:
     """``SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS``: how long a drained connection waits
     for more mail of its queue before QUIT (0: it says QUIT at once)."""
-    return max(0.0, float(getattr(settings, "SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS", 2.0)))
+    return max(
+        0.0,
+        float(
+            getattr(settings, "SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS", DEFAULT_CACHE_SECONDS)
+        ),
+    )
 
 
 class IdleWait:
@@ -48,7 +56,6 @@ class IdleWait:
         self.seconds = seconds
         self.mark: datetime | None = None  # the hold on the queue, while there is one
         self.listening = False
-        self.waits = 0  # how many times the connection waited (and found mail)
         self.other = False  # a task was published for another queue: do not wait again
 
     def wait(self, claim: Callable[[], list[Found]]) -> list[Found]:
@@ -81,7 +88,6 @@ class IdleWait:
                 break
             found = claim()
         if found:
-            self.waits += 1
             return found
         self._release()
         # Mail whose wake-up saw the hold and committed after the last claim: take it now.
@@ -99,17 +105,23 @@ class IdleWait:
         return woken is not Woken.MINE
 
     def close(self) -> None:
-        """The connection ends: the mark goes, and this database connection stops listening."""
-        self._release()
-        if self.listening:
-            with connection.cursor() as cursor:
-                cursor.execute(f"UNLISTEN {dispatch.CHANNEL}")
-            self.listening = False
+        """The connection ends: the mark goes, and this database connection stops listening.
+        Never raises: when the database went away meanwhile, a mark left behind runs out by
+        itself (the sweeper wakes the queue meanwhile), and so does the LISTEN, with the
+        database connection."""
+        try:
+            self._release()
+            if self.listening:
+                self.listening = False
+                with connection.cursor() as cursor:
+                    cursor.execute(f"UNLISTEN {dispatch.CHANNEL}")
+        except DatabaseError:
+            log.warning("Could not release the idle connection's hold", exc_info=True)
 
     def _release(self) -> None:
         if self.mark is not None:
-            dispatch.unhold(self.queue_pk, self.mark)
-            self.mark = None
+            mark, self.mark = self.mark, None
+            dispatch.unhold(self.queue_pk, mark)
 
     def _listen(self) -> None:
         if self.listening or connection.vendor != "postgresql" or connection.in_atomic_block:
