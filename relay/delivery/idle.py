@@ -71,8 +71,11 @@ class IdleWait:
             # not for this connection: look first. While a hold lasts, every wake-up of the
             # queue is a notification, kept until read: nothing to look for before one.
             self._listen()
-            self.mark = now + timedelta(seconds=self.seconds)
-            dispatch.hold(self.queue_pk, self.mark)
+            mark = now + timedelta(seconds=self.seconds)
+            if not dispatch.hold(self.queue_pk, mark):
+                self._release()
+                return []  # the queue was frozen while the connection was open
+            self.mark = mark
             found = claim()
         deadline = time.monotonic() + (self.mark - now).total_seconds()
         between = FIRST_LOOK

@@ -77,10 +77,12 @@ def started(queue_pk: int, now: datetime | None = None) -> None:
     )
 
 
-def hold(queue_pk: int, until: datetime) -> None:
+def hold(queue_pk: int, until: datetime) -> bool:
     """A worker keeps an idle connection of this queue open until ``until``: wake-ups of the
-    queue publish no task meanwhile (they notify it, on PostgreSQL)."""
-    LinkQueue.objects.filter(pk=queue_pk).update(wake_requested_at=until)
+    queue publish no task meanwhile (they notify it, on PostgreSQL). False when the queue was
+    frozen meanwhile (or is gone): nothing is held, its mail stays."""
+    held = LinkQueue.objects.filter(pk=queue_pk, frozen=False).update(wake_requested_at=until)
+    return held > 0
 
 
 def unhold(queue_pk: int, until: datetime) -> None:

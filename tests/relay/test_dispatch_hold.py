@@ -96,3 +96,13 @@ def test_the_holder_is_notified_when_mail_for_its_queue_is_committed(
     two = LinkQueue.objects.get(key="dns:two.test")
     assert sorted(payloads) == sorted([str(queue.pk), f"{two.pk} task"])
     assert published == [[queue.pk], [two.pk]]
+
+
+@pytest.mark.django_db
+def test_a_frozen_queue_is_not_held(held_world: World) -> None:
+    accept(envelope(held_world.vs, ["x@one.test"]))
+    queue = LinkQueue.objects.get(key="dns:one.test")
+    LinkQueue.objects.filter(pk=queue.pk).update(frozen=True)
+
+    assert dispatch.hold(queue.pk, timezone.now() + timedelta(seconds=30)) is False
+    assert LinkQueue.objects.get(pk=queue.pk).wake_requested_at is None
