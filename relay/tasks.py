@@ -44,7 +44,9 @@ def deliver(queue_pk: int) -> str:
     turn in between; a long queue also asks for a second task at once, so several
     connections share it (up to the connection limits). The queue's wake-up is cleared
     before the claim: mail committed from then on asks for a task of its own, and mail
-    committed before it is this task's."""
+    committed before it is this task's. A connection left with nothing to send waits a
+    moment for more (``SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS``): mail queued meanwhile
+    goes out on it without a task of its own."""
     dispatch.started(queue_pk)
     result = engine.deliver_queue(queue_pk, worker_id())
     if result in _WORKED and engine.has_due_work(queue_pk):

@@ -75,6 +75,11 @@ SMTPADMIN_DNS_SERVERS = env_list("SMTPADMIN_DNS_SERVERS", [])
 # Seconds a Celery worker holds the queue entries it is delivering; when a worker dies, its
 # entries are due again once this has passed.
 SMTPADMIN_DELIVERY_LEASE_SECONDS = env_int("SMTPADMIN_DELIVERY_LEASE_SECONDS", 600, minimum=1)
+# Seconds an outbound connection whose queue has no more due mail stays open for mail queued to
+# the same queue meanwhile (Postfix's smtp_connection_cache_time_limit); 0 = QUIT at once.
+SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS = env_int(
+    "SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS", 2, minimum=0
+)
 # Seconds the relay holds a local (Maildir) delivery; when the relay dies, that mail is due again
 # once this has passed. Short: writing a Maildir file takes milliseconds and is idempotent.
 SMTPADMIN_LOCAL_DELIVERY_LEASE_SECONDS = env_int(

@@ -83,5 +83,7 @@ def no_dns_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def no_delivery_tasks(settings: Any) -> None:
     """Tests without a Celery worker publish no delivery tasks (the broker would only fill up);
-    the end-to-end delivery tests turn it back on."""
+    the end-to-end delivery tests turn it back on. A delivery called in a test says QUIT as
+    soon as its queue is empty (Celery workers keep the default connection cache time)."""
     settings.SMTPADMIN_DELIVERY_ENQUEUE = False
+    settings.SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS = 0

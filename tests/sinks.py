@@ -99,6 +99,7 @@ class Sink:
     size_limit: int | None = 33_554_432  # the EHLO SIZE (None: no SIZE extension)
     smtputf8: bool = True  # offer SMTPUTF8
     esmtp: bool = True  # False: an RFC 821 server, answering EHLO with 500
+    timeout: float = 300.0  # seconds a connection may wait for a command: then 421, hang up
     # -- behaviour -------------------------------------------------------------------------
     greeting: str | None = None  # sent instead of "220 ...", then the sink hangs up
     mail: Callable[[str], Reply] = field(default=lambda sender: None)
@@ -447,6 +448,7 @@ class _Controller(Controller):
                 authenticator=authenticator,
                 data_size_limit=sink.size_limit,
                 enable_SMTPUTF8=sink.smtputf8,
+                timeout=sink.timeout,
                 loop=self.loop,
             )
 

@@ -138,9 +138,27 @@ def claim_opening(
     claim), cut to the oldest one's virtual server and its "messages per connection". None
     when that virtual server's connection limits are reached (the claim is given back);
     empty entries when nothing is due."""
-    entries = leases.claim_due(
-        queue.pk, owner, now, seconds=lease_seconds(), limit=chunk, where=sizes, load=ENTRY_LOAD
-    )
+    if sizes:  # a schedule's size limit: a filter through the message
+        entries = leases.claim_due(
+            queue.pk,
+            owner,
+            now,
+            seconds=lease_seconds(),
+            limit=chunk,
+            where=sizes,
+            attempt=True,
+            load=ENTRY_LOAD,
+        )
+    else:
+        entries = leases.take_due(
+            queue.pk,
+            owner,
+            now,
+            seconds=lease_seconds(),
+            limit=chunk,
+            attempt=True,
+            load=ENTRY_LOAD,
+        )
     if not entries:
         return Opening([], None, 0)
     full = len(entries) == chunk
@@ -159,11 +177,34 @@ def claim_opening(
 
 
 def claim_more(
-    queue: LinkQueue, owner: str, now: datetime, sizes: Q, vs_id: int | None, limit: int
+    queue: LinkQueue,
+    owner: str,
+    now: datetime,
+    sizes: Q,
+    vs_id: int | None,
+    limit: int,
+    vs: VirtualServer | None = None,
 ) -> list[QueueEntry]:
     """Up to ``limit`` more due entries for an open connection of ``owner`` (its virtual
     server's only): the same claim, under the same owner, so the connection still counts as
-    one."""
+    one. With ``vs`` (the connection's virtual server, loaded) only the messages are read:
+    the entries get ``queue`` and ``vs`` as they are."""
+    if not sizes:
+        shared = vs is not None and vs.pk == vs_id
+        entries = leases.take_due(
+            queue.pk,
+            owner,
+            now,
+            seconds=lease_seconds(),
+            limit=limit,
+            virtual_server=vs_id or None,
+            attempt=True,
+            load=("message",) if shared else ENTRY_LOAD,
+        )
+        if shared:
+            for entry in entries:
+                entry.queue, entry.virtual_server = queue, vs
+        return entries
     one_vs = Q(virtual_server_id=vs_id) if vs_id else Q(virtual_server=None)
     return leases.claim_due(
         queue.pk,
@@ -172,6 +213,7 @@ def claim_more(
         seconds=lease_seconds(),
         limit=limit,
         where=sizes & one_vs,
+        attempt=True,
         load=ENTRY_LOAD,
     )
 

@@ -1,7 +1,6 @@
 """The SMTP client of outbound delivery: one connection to the first usable hop of a plan,
-carrying a batch of messages (``send_batch``) or messages handed out one at a time while it
-is open (``send_stream``, each message's replies reported as they arrive), and a reply for
-every recipient.
+carrying messages handed out one at a time while it is open (``send_stream``, each message's
+replies reported as they arrive), and a reply for every recipient.
 
 Synchronous (``smtplib``), because the Celery worker that calls it is. What happens:
 
@@ -17,7 +16,9 @@ Synchronous (``smtplib``), because the Celery worker that calls it is. What happ
   downgrade), EHLO again, AUTH PLAIN (else LOGIN) when credentials are configured. A refused
   AUTH is the reply of every recipient of the batch: 5xx permanent, 4xx temporary, as the
   remote server said (the engine's reply rules have the last word).
-* Messages one after another on that connection, RSET between them: MAIL FROM (the sender's
+* Messages one after another on that connection, RSET between them (a connection the next
+  hop closed before a message began, while it waited for mail or between messages, is opened
+  again for that message: it was not an attempt): MAIL FROM (the sender's
   domain replaced by the masquerade domain when one is set), RCPT TO for each recipient, DATA.
   A recipient's result is its RCPT reply when that was not 2xx, else the reply to the message's
   final dot (or to DATA).
@@ -25,7 +26,7 @@ Synchronous (``smtplib``), because the Celery worker that calls it is. What happ
   message and every later message get that temporary result ("4.4.2 ... timed out while
   sending end of data"), and the connection is closed.
 
-The socket is closed before ``send_batch`` returns, whatever happened. Every command waits
+The socket is closed before ``send_stream`` returns, whatever happened. Every command waits
 at most ``options.timeout`` seconds for its reply (and for each block of the message).
 """
 
@@ -38,7 +39,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NoReturn
 
 from relay.delivery.nexthop import Hop, HopPlan
@@ -138,6 +139,11 @@ class _Broken(Exception):
     def __init__(self, result: RecipientResult) -> None:
         super().__init__(str(result))
         self.result = result
+
+
+class _Stale(_Broken):
+    """The connection was gone before the next message began (the next hop closed it while
+    it was idle, or between messages): that message was not attempted at all."""
 
 
 @dataclass(frozen=True)
@@ -384,7 +390,13 @@ class _Session:
             tick()
             outcome: dict[str, RecipientResult] = {}
             try:
-                self.transaction(message, outcome)
+                try:
+                    self.transaction(message, outcome)
+                except _Stale as stale:
+                    # Not an attempt at this message: it goes on a new connection.
+                    log.info("%s closed the connection between messages: %s", self.hop, stale)
+                    self.reconnect()
+                    self.transaction(message, outcome)
             except _Broken as error:
                 self.smtp.close()
                 log.info("Delivery through %s ended early: %s", self.hop, error.result)
@@ -393,6 +405,21 @@ class _Session:
             report(_replies(message, outcome, None))
         self.quit()
         return None
+
+    def reconnect(self) -> None:
+        """A new connection to the same hop, for the message the old one could not begin.
+        Raises ``_Broken`` when it cannot be opened (or AUTH is refused now)."""
+        self.smtp.close()
+        options = self.options
+        self.smtp = smtplib.SMTP(local_hostname=options.helo_name, timeout=options.timeout)
+        self.sent_mail = False
+        try:
+            refused = self.open()
+        except _HopFailed as failure:
+            raise _Broken(RecipientResult(DROPPED, failure.reason)) from None
+        if refused is not None:
+            self.quit()
+            raise _Broken(refused)
 
     def quit(self) -> None:
         """Say goodbye if the connection is still there; never fails."""
@@ -409,7 +436,10 @@ class _Session:
         (leaving the open recipients out) when the connection ends on the way."""
         hop, smtp = self.hop, self.smtp
         if self.sent_mail:
-            answer = self.command("RSET", doing="sending RSET")
+            try:
+                answer = self.command("RSET", doing="sending RSET")
+            except _Broken as gone:  # lost, timed out or 421 before this message began
+                raise _Stale(gone.result) from None
             if not answer.ok:
                 why = f"4.4.2 {hop} refused RSET: {answer.code} {answer.text}"
                 raise _Broken(RecipientResult(DROPPED, why))
@@ -488,27 +518,6 @@ def _ascii(sender: str, message: OutboundMessage) -> bool:
 _NO_REPLY = RecipientResult(DROPPED, "4.4.2 No reply for this recipient")
 
 
-def send_batch(
-    plan: HopPlan,
-    messages: Sequence[OutboundMessage],
-    options: OutboundOptions,
-    progress: Callable[[], None] | None = None,
-) -> BatchResult:
-    """Deliver ``messages`` over one connection to the first usable hop of ``plan`` (see the
-    module docstring), a result for every message once a hop took the connection. Without
-    hops, ``connection_error`` is the plan's error and ``connection_level`` is false: a DNS
-    problem is not the next hop's fault. ``progress`` is called before each hop is tried and
-    before each message (the engine renews its lease: a slow next hop must not let the claim
-    run out while the batch is still going)."""
-    waiting = list(reversed(messages))
-    result = send_stream(plan, lambda: waiting.pop() if waiting else None, options, progress)
-    if result.ended is None:
-        return result
-    answered = {found.key for found in result.results}
-    rest = [_everyone(m, result.ended) for m in messages if m.key not in answered]
-    return replace(result, results=(*result.results, *rest))
-
-
 def send_stream(
     plan: HopPlan,
     take: Callable[[], OutboundMessage | None],
@@ -516,14 +525,18 @@ def send_stream(
     progress: Callable[[], None] | None = None,
     report: Callable[[MessageResult, str], None] | None = None,
 ) -> BatchResult:
-    """Like ``send_batch``, for messages that ``take`` hands out one at a time until it has no
-    more (the engine claims more mail while the connection is open), each message's replies
-    going to ``report`` (with the hop's label) as soon as they are in (the engine records
-    them at once, so a worker that dies mid-connection sends again only the message it was
-    sending). A message is taken
-    only when the connection is ready for it; the one a skipped hop was given goes to the next
-    hop. ``results`` holds what was reported; when the conversation ended early (or AUTH was
-    refused), ``ended`` is the result of every message not taken."""
+    """Deliver the messages that ``take`` hands out one at a time until it has no more (the
+    engine claims more mail while the connection is open, and may wait for mail queued
+    meanwhile) over one connection to the first usable hop of ``plan`` (see the module
+    docstring), each message's replies going to ``report`` (with the hop's label) as soon as
+    they are in (the engine records them at once, so a worker that dies mid-connection sends
+    again only the message it was sending). A message is taken only when the connection is
+    ready for it; the one a skipped hop was given goes to the next hop. ``results`` holds what
+    was reported; when the conversation ended early (or AUTH was refused), ``ended`` is the
+    result of every message not taken. Without hops, ``connection_error`` is the plan's error
+    and ``connection_level`` is false: a DNS problem is not the next hop's fault.
+    ``progress`` is called before each hop is tried and before each message (the engine
+    renews its lease: a slow next hop must not let the claim run out)."""
     tick = progress or (lambda: None)
     tell = report or (lambda found, hop: None)
     first = take()

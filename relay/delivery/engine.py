@@ -12,6 +12,9 @@ the beat task ``relay.tasks.sweep`` runs; both are plain functions that take the
    ``CHUNK`` at a time: the first claim decides the virtual server whose settings and
    connection limits the connection follows (over its limits: ``BUSY``, nothing sent), the
    next claims come while the connection is open, up to its "messages per connection".
+   When the queue is empty the connection waits for mail queued to it meanwhile, up to
+   ``SMTPADMIN_DELIVERY_CONNECTION_CACHE_SECONDS`` (``relay.delivery.idle``), then says QUIT.
+   Each claim is one statement that also writes when the attempt began (``last_attempt_at``).
    Entries past their expiration time expire instead. A first claim that found a full chunk
    asks for another task, so a long queue gets connections in parallel.
 3. A connector queue whose connector is down (or disabled, deleted, now forwards elsewhere,
@@ -52,6 +55,7 @@ from relay.delivery.claims import (
     release,
     sendable,
 )
+from relay.delivery.idle import IdleWait, cache_seconds
 from relay.delivery.reroute import connector_problem, content_refusal, next_hop_changed, reroute
 from relay.delivery.results import Handoff, Tally, Verdict, record
 from relay.delivery.sweeper import expire, sweep
@@ -135,15 +139,29 @@ def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) ->
     if not entries:
         return REROUTED if not expired else HARD_FAIL
     carried = len(opening.entries)
+    # Mail of this queue queued while the connection is open goes out on it (a fixed clock,
+    # in tests, cannot see time pass: no waiting then).
+    idle = IdleWait(queue.pk, cache_seconds() if now is None else 0.0)
 
-    def more() -> list[QueueEntry]:
-        """The next chunk for the open connection, up to its "messages per connection"."""
-        nonlocal carried
+    drained = not opening.full  # the last claim left nothing due
+    vs = opening.entries[0].virtual_server
+
+    def more(wait: bool) -> list[QueueEntry]:
+        """The next chunk for the open connection, up to its "messages per connection";
+        with ``wait`` (nothing left to send), waiting for mail of the queue up to the
+        connection cache time."""
+        nonlocal carried, drained
         while carried < opening.limit:
+            if drained and not wait and idle.quiet():
+                return []  # nothing came since the queue was left empty
             moment = clock()
-            found = claim_more(
-                queue, owner, moment, sizes, opening.vs_id, min(CHUNK, opening.limit - carried)
-            )
+            room = min(CHUNK, opening.limit - carried)
+
+            def take(room: int = room) -> list[QueueEntry]:
+                return claim_more(queue, owner, clock(), sizes, opening.vs_id, room, vs)
+
+            found = idle.wait(take) if wait else take()
+            drained = len(found) < room
             if not found:
                 return []
             carried += len(found)
@@ -152,7 +170,10 @@ def deliver_queue(queue_pk: int, worker: str, *, now: datetime | None = None) ->
                 return usable
         return []
 
-    return _send(queue, connector, entries, owner, clock, more)
+    try:
+        return _send(queue, connector, entries, owner, clock, more)
+    finally:
+        idle.close()
 
 
 def asynchronous_commits() -> None:
@@ -228,7 +249,7 @@ def _send(
     entries: list[QueueEntry],
     owner: str,
     clock: Callable[[], datetime],
-    more: Callable[[], list[QueueEntry]],
+    more: Callable[[bool], list[QueueEntry]],
 ) -> str:
     transport = SmtpTransport(queue, connector, entries[0].virtual_server, load_rules())
     done = deliver_claimed(
@@ -300,7 +321,7 @@ def deliver_claimed(
     now: datetime,
     *,
     seconds: float,
-    more: Callable[[], list[QueueEntry]] | None = None,
+    more: Callable[[bool], list[QueueEntry]] | None = None,
     clock: Callable[[], datetime] | None = None,
     mark_attempts: bool = True,
 ) -> Delivered:
@@ -327,8 +348,8 @@ def deliver_claimed(
             first = frozenset(e.pk for e in found if e.last_attempt_at is None)
         return Batch(tuple(found), recipients, first, renew, report, next_part)
 
-    def next_part() -> Batch | None:
-        found = more() if more is not None else []
+    def next_part(wait: bool) -> Batch | None:
+        found = more(wait) if more is not None else []
         return part(found) if found else None
 
     def report(pk: int, verdicts: Sequence[Verdict], handoff: Handoff) -> None:

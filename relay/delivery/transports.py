@@ -43,8 +43,9 @@ class Batch:
     # known, so a process that dies later does not attempt that entry again.
     report: Callable[[int, Sequence[Verdict], Handoff], None] = lambda pk, verdicts, handoff: None
     # The next claimed entries for the same connection (None: no more); only the entries and
-    # recipients of what it returns are new, the callbacks are these.
-    more: Callable[[], Batch | None] = lambda: None
+    # recipients of what it returns are new, the callbacks are these. With True (nothing is
+    # left to send) it may wait for mail queued meanwhile: the connection stays open.
+    more: Callable[[bool], Batch | None] = lambda wait: None
 
 
 class Reach(enum.Enum):
@@ -106,8 +107,15 @@ class SmtpTransport:
         def take() -> OutboundMessage | None:
             nonlocal no_more
             # The next claim before the last message goes: the connection always holds one.
+            # With nothing left, the last claim may wait for mail queued meanwhile.
             if len(waiting) <= 1 and not no_more:
-                part = batch.more()
+                part = batch.more(not waiting)
+                if part is not None:
+                    load(part)
+                elif not waiting:
+                    no_more = True
+            while not waiting and not no_more:  # what it loaded had nothing open
+                part = batch.more(True)
                 if part is None:
                     no_more = True
                 else:

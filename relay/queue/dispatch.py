@@ -39,6 +39,8 @@ Publisher = Callable[[Sequence[int]], Sequence[int]]
 log = logging.getLogger("relay.queue")
 
 STALE_AFTER = timedelta(minutes=1)
+# The notification channel of wake-ups (PostgreSQL): idle connections wait on it.
+CHANNEL = "smtpadmin_wake"
 
 _publisher: Publisher | None = None
 _held = threading.local()  # .pks: the wake-ups held back in this thread (None: publish)
@@ -106,9 +108,10 @@ def _publish_or_hold(pks: Sequence[int]) -> None:
         held.extend(pks)
 
 
-def started(queue_pk: int) -> None:
-    """A deliver task of this queue starts: mail committed from now on needs a new wake-up."""
-    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__isnull=False).update(
+def started(queue_pk: int, now: datetime | None = None) -> None:
+    """A deliver task of this queue starts: mail committed from now on needs a new wake-up
+    (a holder's mark stays: its idle connection still takes the queue's mail)."""
+    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at__lte=now or timezone.now()).update(
         wake_requested_at=None
     )
 
@@ -136,20 +139,60 @@ def committed(flipped: Sequence[int]) -> None:
             log.warning("publishing delivery wake-ups failed", exc_info=True)
 
 
+def notify_statement(now: datetime, flipped: str, pks: Sequence[int]) -> tuple[str, list[Any]]:
+    """For PostgreSQL, in the same statement as ``flip_statement`` (its CTE named ``flipped``):
+    an expression that notifies, on ``CHANNEL``, the holders of these queues (idle connections
+    waiting for their mail) and the flags set, as ``_flip`` does."""
+    table = connection.ops.quote_name(LinkQueue._meta.db_table)
+    # The table and CTE names are ours and every value a parameter.
+    woken = (
+        f"SELECT id, true AS task FROM {flipped} UNION ALL SELECT id, false AS task "  # noqa: S608
+        f"FROM {table} WHERE id = ANY(%s::bigint[]) AND wake_requested_at > %s"
+    )
+    label = "id::text || CASE WHEN task THEN ' task' ELSE '' END"
+    sql = f"(SELECT count(pg_notify(%s, {label})) FROM ({woken}) AS woken)"  # noqa: S608
+    return sql, [CHANNEL, list(pks), now]
+
+
+def hold(queue_pk: int, until: datetime) -> bool:
+    """A worker keeps an idle connection of this queue open until ``until``: wake-ups of the
+    queue publish no task meanwhile (they notify it, on PostgreSQL). False when the queue was
+    frozen meanwhile (or is gone): nothing is held, its mail stays."""
+    held = LinkQueue.objects.filter(pk=queue_pk, frozen=False).update(wake_requested_at=until)
+    return held > 0
+
+
+def unhold(queue_pk: int, until: datetime) -> None:
+    """The idle connection that held the queue until ``until`` closes: wake-ups publish tasks
+    again (unless a wake-up replaced the mark meanwhile)."""
+    LinkQueue.objects.filter(pk=queue_pk, wake_requested_at=until).update(wake_requested_at=None)
+
+
 def _flip(pks: Sequence[int], now: datetime, *, every: bool) -> list[int]:
-    """One UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+): the flags this call set."""
+    """One statement (PostgreSQL, SQLite 3.35+): the flags this call set, never a holder's
+    (on PostgreSQL it also notifies the holders, and the flags set, on ``CHANNEL``)."""
     table = connection.ops.quote_name(LinkQueue._meta.db_table)
     marks = ", ".join(["%s"] * len(pks))
-    pending = "" if every else "AND (wake_requested_at IS NULL OR wake_requested_at < %s) "
+    free = "wake_requested_at IS NULL OR wake_requested_at <= %s"
+    pending = free if every else "wake_requested_at IS NULL OR wake_requested_at < %s"
     # The table name is the model's and every value a parameter.
-    sql = (
-        f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) "  # noqa: S608
-        f"{pending}RETURNING id"
-    )
-    parameters: list[Any] = [now, *pks] if every else [now, *pks, now - STALE_AFTER]
+    update = f"UPDATE {table} SET wake_requested_at = %s WHERE id IN ({marks}) AND ({pending})"  # noqa: S608
+    parameters: list[Any] = [now, *pks, now if every else now - STALE_AFTER]
+    if connection.vendor == "postgresql":
+        # The holders' rows are only read: no row lock, so placements never wait on each other.
+        sql = (
+            f"WITH flipped AS ({update} RETURNING id), "  # noqa: S608
+            f"held AS (SELECT id FROM {table} WHERE id IN ({marks}) AND wake_requested_at > %s) "
+            "SELECT id, task, pg_notify(%s, id::text || CASE WHEN task THEN ' task' ELSE '' END)"
+            " FROM (SELECT id, true AS task FROM flipped"
+            " UNION ALL SELECT id, false AS task FROM held) AS woken"
+        )
+        parameters += [*pks, now, CHANNEL]
+    else:
+        sql = f"{update} RETURNING id, 1"
     with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
-        return sorted(row[0] for row in cursor.fetchall())
+        return sorted(row[0] for row in cursor.fetchall() if row[1])
 
 
 def _publish(pks: Sequence[int]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -108,10 +109,13 @@ def claim_due(
     seconds: float,
     limit: int,
     where: Q | None = None,
+    attempt: bool = False,
     load: Sequence[str] = (),
 ) -> list[QueueEntry]:
     """Take the lease on up to ``limit`` due entries of one link queue (the oldest first;
-    ``where`` narrows them further, and may follow relations) for ``seconds``.
+    ``where`` narrows them further, and may follow relations) for ``seconds``; with
+    ``attempt`` the claim is also when an attempt begins (``last_attempt_at``; the entries
+    returned keep the time of the attempt before).
 
     In one transaction: the candidates are read with the relations in ``load`` (on
     PostgreSQL ``FOR UPDATE SKIP LOCKED``: two workers claiming from one queue at once take
@@ -129,6 +133,7 @@ def claim_due(
     if connection.features.has_select_for_update_skip_locked:
         candidates = candidates.select_for_update(skip_locked=True, of=("self",))
     until = _until(now, seconds)
+    began = {"last_attempt_at": now} if attempt else {}
     with transaction.atomic():
         found = list(candidates[: max(limit, 0)])
         if not found:
@@ -137,13 +142,77 @@ def claim_due(
         taken = (
             QueueEntry.objects.due(now)
             .filter(pk__in=pks)
-            .update(lease_owner=owner, lease_until=until)
+            .update(lease_owner=owner, lease_until=until, **began)
         )
     if taken != len(found):
         return _won(pks, owner, load)
     for entry in found:
         entry.lease_owner, entry.lease_until = owner, until
     return found
+
+
+# ``take_due``'s virtual server when the claim takes entries of any.
+ANY_SERVER = -1
+
+
+def take_due(
+    queue_id: int,
+    owner: str,
+    now: datetime,
+    *,
+    seconds: float,
+    limit: int,
+    virtual_server: int | None = ANY_SERVER,
+    attempt: bool = False,
+    load: Sequence[str] = (),
+) -> list[QueueEntry]:
+    """``claim_due`` in one statement written out (no ORM query to build for a claim that
+    finds nothing, as most claims of an open connection do), for entries of one virtual server
+    (``virtual_server``; None: of none) or any. With ``attempt`` the claim is also when an
+    attempt begins (``last_attempt_at``). On PostgreSQL the candidates are locked ``SKIP
+    LOCKED`` in a materialized CTE (evaluated once, so never more than ``limit``), on SQLite
+    (one writer at a time) a subquery; both use the queue's due index and stop at ``limit``.
+    Returns the entries won, oldest first, with the relations in ``load`` loaded."""
+    if limit <= 0:
+        return []
+    table = connection.ops.quote_name(QueueEntry._meta.db_table)
+    at = connection.ops.adapt_datetimefield_value(now)
+    until = connection.ops.adapt_datetimefield_value(_until(now, seconds))
+    states = [str(state) for state in QueueEntry.DUE_STATES]
+    where = (
+        "queue_id = %s AND state IN (%s, %s) AND next_attempt_at <= %s "
+        "AND (lease_until IS NULL OR lease_until < %s)"
+    )
+    parameters: list[Any] = [queue_id, *states, at, at]
+    if virtual_server is None:
+        where += " AND virtual_server_id IS NULL"
+    elif virtual_server != ANY_SERVER:
+        where += " AND virtual_server_id = %s"
+        parameters.append(virtual_server)
+    parameters.append(limit)
+    assign = "lease_owner = %s, lease_until = %s" + (", last_attempt_at = %s" if attempt else "")
+    values: list[Any] = [owner, until, *([at] if attempt else [])]
+    # The table name is the model's and every value a parameter.
+    candidates = f"SELECT id FROM {table} WHERE {where} ORDER BY next_attempt_at, id LIMIT %s"  # noqa: S608
+    if connection.vendor == "postgresql":
+        sql = (
+            f"WITH c AS MATERIALIZED ({candidates} FOR UPDATE SKIP LOCKED) "  # noqa: S608
+            f"UPDATE {table} AS e SET {assign} FROM c WHERE e.id = c.id RETURNING e.id"
+        )
+        arguments = [*parameters, *values]
+    else:
+        sql = f"UPDATE {table} SET {assign} WHERE id IN ({candidates}) RETURNING id"  # noqa: S608
+        arguments = [*values, *parameters]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, arguments)
+        pks = [row[0] for row in cursor.fetchall()]
+    if not pks:
+        return []
+    return list(
+        QueueEntry.objects.filter(pk__in=pks)
+        .select_related(*load)
+        .order_by("next_attempt_at", "pk")
+    )
 
 
 def renew(pks: Iterable[int], owner: str, *, seconds: float, now: datetime | None = None) -> int:

@@ -487,6 +487,7 @@ def _insert_as_one(
     queued = writer.arrays(QueueEntry, entry_rows, exclude={"message_id"})
     addressed = writer.arrays(Recipient, recipient_rows, exclude={"message_id", "entry_id"})
     flip, flip_parameters = dispatch.flip_statement(now)
+    wake_ids = outbound if dispatch.publishing() else []
 
     def sequence(model: type[Message] | type[QueueEntry]) -> str:
         return f"pg_get_serial_sequence('{quote(model._meta.db_table)}', 'id')"
@@ -536,7 +537,7 @@ def _insert_as_one(
         recipient_entries,
         *addressed.values,
         flip_parameters[0],
-        outbound if dispatch.publishing() else [],
+        wake_ids,
         *flip_parameters[1:],
     ]
     if events:
@@ -546,15 +547,14 @@ def _insert_as_one(
             f"({listed(tracked.columns)}) SELECT * FROM unnest({listed(tracked.casts)}))"
         )
         parameters += tracked.values
-    sql = (
-        "WITH "  # noqa: S608
-        + ", ".join(parts)
-        + " SELECT ARRAY(SELECT id FROM mid ORDER BY n), ARRAY(SELECT id FROM eid ORDER BY n), "
-        "ARRAY(SELECT id FROM w)"
-    )
+    # Idle connections holding these queues, and the flags set, are told on commit.
+    notify, notify_parameters = dispatch.notify_statement(now, "w", wake_ids)
+    parameters += notify_parameters
+    results = "ARRAY(SELECT id FROM mid ORDER BY n), ARRAY(SELECT id FROM eid ORDER BY n)"
+    sql = f"WITH {', '.join(parts)} SELECT {results}, ARRAY(SELECT id FROM w), {notify}"  # noqa: S608
     with server_cursor() as cursor:
         execute_prepared(cursor, sql, parameters)
-        message_pks, entry_pks, flipped = cursor.fetchone()
+        message_pks, entry_pks, flipped, _notified = cursor.fetchone()
     for entry, pk in zip(entry_rows, entry_pks, strict=True):
         entry["id"] = pk
     if flipped:

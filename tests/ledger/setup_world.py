@@ -42,7 +42,8 @@ def world(drop: str, port: int, smart_host: str) -> dict[str, object]:
         ip_address="127.0.0.1",
         port=port,
         fqdn="mx.relay.test",
-        # Outbound batches of 20: a worker killed mid-batch has at most 20 in flight.
+        # Connections of 20 messages: a long run opens many (each message is recorded as
+        # its reply arrives, so a worker killed mid-connection re-sends only the one in flight).
         messages_per_connection=20,
         retry_first_minutes=1,
         retry_second_minutes=1,

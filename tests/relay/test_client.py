@@ -14,10 +14,9 @@ from relay.delivery.client import (
     OutboundMessage,
     OutboundOptions,
     RecipientResult,
-    send_batch,
 )
 from relay.delivery.nexthop import HopPlan
-from tests.relay.outbound import CONTENT, HELO, OK, OPTIONS, message, plan, replies
+from tests.relay.outbound import CONTENT, HELO, OK, OPTIONS, message, plan, replies, send_all
 from tests.sinks import SinkFactory
 
 pytestmark = pytest.mark.usefixtures("no_socket_left_open")
@@ -34,7 +33,7 @@ def test_it_sends_a_batch_over_one_connection_with_rset_between_messages(sink: S
         message(3, "erin@example.org", sender=""),
     ]
 
-    result = send_batch(plan(mx), batch, OPTIONS)
+    result = send_all(plan(mx), batch, OPTIONS)
 
     assert result.hop == f"[127.0.0.1]:{mx.port}"
     assert result.connection_error == ""
@@ -65,9 +64,7 @@ def test_it_sends_crlf_lines_and_dot_stuffs_them(sink: SinkFactory) -> None:
     mx = sink()
     content = b"Subject: dots\n\n.hidden line\r\n..two dots\n.\nlast"
 
-    send_batch(
-        plan(mx), [OutboundMessage(1, "a@corp.example", ("b@example.org",), content)], OPTIONS
-    )
+    send_all(plan(mx), [OutboundMessage(1, "a@corp.example", ("b@example.org",), content)], OPTIONS)
 
     # The sink un-stuffs, as every server does: what arrives is the message, line for line.
     assert mx.messages[0].content == (
@@ -79,9 +76,7 @@ def test_it_declares_the_size_and_8bit_content(sink: SinkFactory) -> None:
     mx = sink()
     content = "Subject: café\r\n\r\nDéjà vu.\r\n".encode()
 
-    send_batch(
-        plan(mx), [OutboundMessage(1, "a@corp.example", ("b@example.org",), content)], OPTIONS
-    )
+    send_all(plan(mx), [OutboundMessage(1, "a@corp.example", ("b@example.org",), content)], OPTIONS)
 
     assert mx.messages[0].mail_options == [f"SIZE={len(content)}", "BODY=8BITMIME"]
     assert mx.messages[0].content == content
@@ -94,7 +89,7 @@ def test_each_recipient_gets_its_own_rcpt_reply(sink: SinkFactory) -> None:
         "full@example.org": "452 4.2.2 Mailbox full",
     }.get(address)
 
-    result = send_batch(
+    result = send_all(
         plan(mx), [message(1, "bob@example.org", "gone@example.org", "full@example.org")], OPTIONS
     )
 
@@ -116,7 +111,7 @@ def test_the_data_reply_is_the_result_of_every_accepted_recipient(sink: SinkFact
     mx.rcpt = lambda address: "550 5.1.1 No such user" if address.startswith("gone") else None
     mx.data = lambda received: "554 5.6.0 Content refused"
 
-    result = send_batch(
+    result = send_all(
         plan(mx), [message(1, "bob@example.org", "gone@example.org", "carol@example.org")], OPTIONS
     )
 
@@ -133,7 +128,7 @@ def test_no_data_is_sent_when_every_recipient_is_refused(sink: SinkFactory) -> N
     mx = sink()
     mx.rcpt = lambda address: "550 5.1.1 No such user" if address.startswith("gone") else None
 
-    result = send_batch(
+    result = send_all(
         plan(mx), [message(1, "gone@example.org"), message(2, "bob@example.org")], OPTIONS
     )
 
@@ -148,7 +143,7 @@ def test_a_refused_sender_is_the_reply_of_every_recipient(sink: SinkFactory) -> 
     mx = sink()
     mx.mail = lambda sender: "553 5.7.1 Sender not allowed" if sender.startswith("spam") else None
 
-    result = send_batch(
+    result = send_all(
         plan(mx),
         [
             message(1, "bob@example.org", "carol@example.org", sender="spam@corp.example"),
@@ -171,7 +166,7 @@ def test_the_masquerade_domain_replaces_the_envelope_senders_domain(sink: SinkFa
     mx = sink()
     options = OutboundOptions(helo_name=HELO, mail_from_domain_masquerade="mail.example.com")
 
-    send_batch(plan(mx), [message(1), message(2, sender="")], options)
+    send_all(plan(mx), [message(1), message(2, sender="")], options)
 
     assert [m.mail_from for m in mx.messages] == ["alice@mail.example.com", "<>"]
     # Only the envelope: the header the recipient reads is the author's.
@@ -181,7 +176,7 @@ def test_the_masquerade_domain_replaces_the_envelope_senders_domain(sink: SinkFa
 def test_nothing_is_sent_for_an_empty_batch(sink: SinkFactory) -> None:
     mx = sink()
 
-    assert send_batch(plan(mx), [], OPTIONS) == BatchResult(())
+    assert send_all(plan(mx), [], OPTIONS) == BatchResult(())
     assert mx.connections == 0
 
 
@@ -191,7 +186,7 @@ def test_a_message_bigger_than_the_hop_takes_fails_without_being_sent(sink: Sink
         1, "a@corp.example", ("b@example.org",), b"Subject: big\r\n\r\n" + b"x" * 300
     )
 
-    result = send_batch(plan(mx), [big, message(2)], OPTIONS)
+    result = send_all(plan(mx), [big, message(2)], OPTIONS)
 
     size = len(big.content) + 2  # the final CRLF the client adds
     assert replies(result)[1] == {
@@ -205,7 +200,7 @@ def test_a_message_bigger_than_the_hop_takes_fails_without_being_sent(sink: Sink
 def test_non_ascii_addresses_go_with_smtputf8_when_offered(sink: SinkFactory) -> None:
     mx = sink()
 
-    result = send_batch(
+    result = send_all(
         plan(mx), [message(1, "jörg@example.org", sender="zoë@corp.example")], OPTIONS
     )
 
@@ -217,7 +212,7 @@ def test_non_ascii_addresses_go_with_smtputf8_when_offered(sink: SinkFactory) ->
 def test_non_ascii_addresses_fail_where_smtputf8_is_not_offered(sink: SinkFactory) -> None:
     mx = sink(smtputf8=False)
 
-    result = send_batch(plan(mx), [message(1, "jörg@example.org")], OPTIONS)
+    result = send_all(plan(mx), [message(1, "jörg@example.org")], OPTIONS)
 
     assert replies(result) == {
         1: {
@@ -236,7 +231,7 @@ def test_a_refused_connection_moves_on_to_the_next_hop(
 ) -> None:
     backup = sink()
 
-    result = send_batch(plan(refusing_port, backup), [message()], OPTIONS)
+    result = send_all(plan(refusing_port, backup), [message()], OPTIONS)
 
     assert result.hop == f"[127.0.0.1]:{backup.port}"
     assert result.hop_errors == (f"4.4.1 Connection refused by [127.0.0.1]:{refusing_port}",)
@@ -247,7 +242,7 @@ def test_a_421_greeting_moves_on_to_the_next_hop(sink: SinkFactory) -> None:
     busy, backup = sink(), sink()
     busy.greeting = "421 4.3.2 Too busy, try later"
 
-    result = send_batch(plan(busy, backup), [message()], OPTIONS)
+    result = send_all(plan(busy, backup), [message()], OPTIONS)
 
     assert result.hop == f"[127.0.0.1]:{backup.port}"
     assert result.hop_errors == (
@@ -265,7 +260,7 @@ def test_a_connection_dropped_before_mail_from_is_answered_moves_on_to_the_next_
     flaky, backup = sink(), sink()
     flaky.drop_at(stage)
 
-    result = send_batch(plan(flaky, backup), [message(1), message(2)], OPTIONS)
+    result = send_all(plan(flaky, backup), [message(1), message(2)], OPTIONS)
 
     assert result.hop == f"[127.0.0.1]:{backup.port}"
     assert result.hop_errors[0].startswith(f"4.4.2 Lost connection with [127.0.0.1]:{flaky.port}")
@@ -277,7 +272,7 @@ def test_a_stalled_greeting_times_out_and_moves_on(sink: SinkFactory) -> None:
     slow.stall_at("GREETING", 10)
 
     started = time.monotonic()
-    result = send_batch(plan(slow, backup), [message()], OutboundOptions(HELO, timeout=0.5))
+    result = send_all(plan(slow, backup), [message()], OutboundOptions(HELO, timeout=0.5))
 
     assert time.monotonic() - started < 3
     assert result.hop_errors == (
@@ -291,7 +286,7 @@ def test_when_no_hop_can_be_used_the_batch_fails_at_the_connection_level(
 ) -> None:
     busy = sink(greeting="421 4.3.2 Not now")
 
-    result = send_batch(plan(busy, refusing_port), [message(1), message(2)], OPTIONS)
+    result = send_all(plan(busy, refusing_port), [message(1), message(2)], OPTIONS)
 
     assert result.results == ()
     assert result.connection_level is True
@@ -301,7 +296,7 @@ def test_when_no_hop_can_be_used_the_batch_fails_at_the_connection_level(
 
 
 def test_a_plan_without_hops_gives_its_own_error_and_contacts_nobody(sink: SinkFactory) -> None:
-    result = send_batch(
+    result = send_all(
         HopPlan((), permanent_error="5.1.10 Null MX: null.example accepts no mail (RFC 7505)"),
         [message()],
         OPTIONS,
@@ -326,7 +321,7 @@ def test_a_421_in_the_middle_of_a_batch_is_the_result_of_everything_left(
         message(3, "frank@example.org"),
     ]
 
-    result = send_batch(plan(mx, backup), batch, OPTIONS)
+    result = send_all(plan(mx, backup), batch, OPTIONS)
 
     left = "421 4.3.2 Shutting down"
     assert replies(result) == {
@@ -346,7 +341,7 @@ def test_a_connection_dropped_after_data_leaves_the_rest_of_the_batch_waiting(
     mx = sink()
     mx.drop_at("END-OF-DATA", after=1)  # accepts the first message, then hangs up
 
-    result = send_batch(plan(mx), [message(1), message(2), message(3)], OPTIONS)
+    result = send_all(plan(mx), [message(1), message(2), message(3)], OPTIONS)
 
     lost = (
         f"451 4.4.2 Lost connection with [127.0.0.1]:{mx.port} while sending end of data"
@@ -367,7 +362,7 @@ def test_a_drop_after_the_first_message_started_is_not_retried_on_another_hop(
     mx, backup = sink(), sink()
     mx.drop_at("DATA")
 
-    result = send_batch(plan(mx, backup), [message()], OPTIONS)
+    result = send_all(plan(mx, backup), [message()], OPTIONS)
 
     assert replies(result) == {
         1: {
@@ -383,7 +378,7 @@ def test_a_stalled_hop_times_out_and_the_message_waits(sink: SinkFactory) -> Non
     mx.stall_at("END-OF-DATA", 10)
 
     started = time.monotonic()
-    result = send_batch(plan(mx), [message(1), message(2)], OutboundOptions(HELO, timeout=0.5))
+    result = send_all(plan(mx), [message(1), message(2)], OutboundOptions(HELO, timeout=0.5))
 
     assert time.monotonic() - started < 3
     timed_out = (

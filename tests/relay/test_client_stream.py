@@ -4,6 +4,7 @@ reported as soon as they are in, over real loopback sinks."""
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -96,3 +97,57 @@ def test_the_connection_does_not_wait_for_delayed_acknowledgements(sink: SinkFac
         session.quit()
     finally:
         session.close()
+
+
+def test_a_connection_the_hop_closed_while_it_waited_is_opened_again_for_the_next_message(
+    sink: SinkFactory,
+) -> None:
+    mx = sink(timeout=0.3)  # the hop hangs up on a connection idle this long (421 first)
+    waiting = [message(1), message(2, "carol@example.org")]
+    reported: dict[int, list[str]] = {}
+
+    def take() -> OutboundMessage | None:
+        if len(waiting) == 1:  # the engine waits for mail of the queue, the connection idle
+            deadline = time.monotonic() + 10
+            while mx.open_connections and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not mx.open_connections  # the hop closed it
+        return waiting.pop(0) if waiting else None
+
+    def report(found: MessageResult, hop: str) -> None:
+        reported[found.key] = [str(r) for r in found.recipients.values()]
+
+    result = send_stream(plan(mx), take, OPTIONS, report=report)
+
+    # The second message was not attempted on the dead connection: no 4xx, not an attempt.
+    assert reported == {1: [OK], 2: [OK]}
+    assert result.ended is None
+    assert [m.rcpt_tos for m in mx.messages] == [["bob@example.org"], ["carol@example.org"]]
+    assert mx.connections == 2
+    assert mx.verbs() == ["EHLO", "MAIL", "RCPT", "DATA", "EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def test_a_hop_that_refuses_the_new_connection_defers_only_that_message(
+    sink: SinkFactory,
+) -> None:
+    mx = sink(timeout=0.3)
+    waiting = [message(1), message(2, "carol@example.org")]
+    reported: dict[int, list[str]] = {}
+
+    def take() -> OutboundMessage | None:
+        if len(waiting) == 1:
+            deadline = time.monotonic() + 10
+            while mx.open_connections and time.monotonic() < deadline:
+                time.sleep(0.02)
+            mx.greeting = "554 5.3.2 Not now"  # the next connection is refused
+        return waiting.pop(0) if waiting else None
+
+    def report(found: MessageResult, hop: str) -> None:
+        reported[found.key] = [str(r) for r in found.recipients.values()]
+
+    result = send_stream(plan(mx), take, OPTIONS, report=report)
+
+    assert reported[1] == [OK]
+    assert reported[2][0].startswith("451 4.4.2")  # a temporary failure: it waits for a retry
+    assert result.ended is not None
+    assert len(mx.messages) == 1
