@@ -3,7 +3,10 @@ at scrape time (queue depth, sessions, heartbeats), every label set bounded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Min
@@ -11,6 +14,8 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from smtpadmin import counters, metrics
+
+log = logging.getLogger("relay.delivery")
 
 # Seconds from receipt to the next hop's acceptance (or the Maildir).
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -47,8 +52,85 @@ def counted(name: str, labels: dict[str, object] | None = None, n: int = 1) -> N
         transaction.on_commit(lambda: counters.add(name, labels, n))
 
 
-def connector_label(name: str) -> str:
-    return name or "(local or direct)"
+# Connector names for the labels, read again once a minute (one query, not one per message).
+NAMES_SECONDS = 60.0
+_names: dict[int, str] = {}
+_names_read = -NAMES_SECONDS
+
+
+def connector_label(queue: Any) -> str:
+    """The label of a link queue's mail: its connector's name; local delivery and direct
+    (DNS without a connector) have one label each, so the label set stays bounded."""
+    global _names, _names_read
+    if queue.kind == "local":
+        return "(local delivery)"
+    if not queue.connector_id:
+        return "(direct)"
+    now = time.monotonic()
+    if queue.connector_id not in _names or now - _names_read > NAMES_SECONDS:
+        from connectors.models import Connector
+
+        _names = dict(Connector.objects.values_list("pk", "name"))
+        _names_read = now
+    return _names.get(queue.connector_id, "(deleted connector)")
+
+
+def log_attempt(
+    queue: Any,
+    entries: Sequence[Any],
+    verdicts: Mapping[int, Sequence[Any]],
+    connector: str,
+    now: Any,
+) -> None:
+    """One log line per message and attempt (what Postfix's smtp line says): queue id,
+    recipients, next hop, result, reply and delay since queued; its figures also as fields
+    for LOG_FORMAT=json."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for entry in entries:
+        judged = verdicts.get(entry.pk, ())
+        if not judged:
+            continue
+        message = entry._state.fields_cache.get("message")  # never a query of its own
+        fields = {
+            "queue_id": message.queue_id if message is not None else f"#{entry.message_id}",
+            "to": " ".join(v.recipient.address for v in judged),
+            "queue": queue.name,
+            "connector": connector,
+            "result": " ".join(sorted({str(v.outcome) for v in judged})),
+            "reply": " ".join(judged[0].reply.split())[:200],
+            "delay_s": round((now - entry.created_at).total_seconds(), 3),
+        }
+        log.info(
+            "delivery: %s",
+            " ".join(f"{key}={value}" for key, value in fields.items()),
+            extra=fields,
+        )
+
+
+def count_outcomes(
+    queue: Any, entries: Sequence[Any], verdicts: Mapping[int, Sequence[Any]], tally: Any, now: Any
+) -> None:
+    """One attempt's recipients delivered, deferred and failed, and how long the delivered
+    ones took since they were queued: counted once the attempt's transaction commits."""
+    connector = connector_label(queue)
+    log_attempt(queue, entries, verdicts, connector, now)
+    for result in ("delivered", "deferred", "failed"):
+        counted(DELIVERIES, {"connector": connector, "result": result}, getattr(tally, result))
+    if not tally.delivered:
+        return
+    waited = [
+        (now - entry.created_at).total_seconds()
+        for entry in entries
+        for verdict in verdicts.get(entry.pk, ())
+        if verdict.outcome == "delivered"
+    ]
+
+    def observe() -> None:
+        for seconds in waited[: tally.delivered]:
+            counters.observe(LATENCY, seconds, {"connector": connector}, LATENCY_BUCKETS)
+
+    transaction.on_commit(observe)
 
 
 def queue_figures() -> Iterable[Metric]:

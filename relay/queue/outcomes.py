@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models.sql import InsertQuery
 
+from relay.metrics import count_outcomes
 from relay.queue.models import LinkQueue, QueueEntry, Recipient, TrackingEvent, retry_delay
 from relay.queue.tracking import TrackingSettings, message_event
 from servers.models import VirtualServer
@@ -243,6 +244,7 @@ def record(
         if fast is not None:
             if touch_queue:
                 touch(queue, handoff, now)
+            count_outcomes(queue, entries, verdicts, fast.tally, now)
             return fast
     tally = Tally()
     # All or nothing, in the caller's transaction when there is one (no savepoint of its own:
@@ -275,6 +277,7 @@ def record(
     dsns = tuple(
         DsnWanted(message_pk, tuple(pks), handoff.hop) for message_pk, pks in failed.items()
     )
+    count_outcomes(queue, entries, verdicts, tally, now)
     return Recorded(tally, dsns)
 
 
