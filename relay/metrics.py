@@ -115,37 +115,39 @@ def count_outcomes(
     ones took since they were queued: counted once the attempt's transaction commits."""
     connector = connector_label(queue)
     log_attempt(queue, entries, verdicts, connector, now)
-    for result in ("delivered", "deferred", "failed"):
-        counted(DELIVERIES, {"connector": connector, "result": result}, getattr(tally, result))
-    if not tally.delivered:
-        return
     waited = [
         (now - entry.created_at).total_seconds()
         for entry in entries
         for verdict in verdicts.get(entry.pk, ())
         if verdict.outcome == "delivered"
-    ]
+    ][: tally.delivered]
 
-    def observe() -> None:
-        for seconds in waited[: tally.delivered]:
+    def count() -> None:
+        for result in ("delivered", "deferred", "failed"):
+            counters.add(
+                DELIVERIES, {"connector": connector, "result": result}, getattr(tally, result)
+            )
+        for seconds in waited:
             counters.observe(LATENCY, seconds, {"connector": connector}, LATENCY_BUCKETS)
 
-    transaction.on_commit(observe)
+    # One callback per attempt, on the delivery loop's path: nothing counted if it rolls back.
+    transaction.on_commit(count)
 
 
 def queue_figures() -> Iterable[Metric]:
+    from relay.admin.viewer import OPEN_ENTRY_STATES
+    from relay.dashboard import open_entries
     from relay.queue.models import LinkQueue, QueueEntry
 
     now = timezone.now()
-    open_states = (QueueEntry.State.READY, QueueEntry.State.RETRY, QueueEntry.State.FROZEN)
-    waiting = QueueEntry.objects.filter(state__in=open_states)  # the open-entry index
+    waiting = open_entries()
     states = GaugeMetricFamily(
         "smtpadmin_queue_entries",
         "Queue entries (a message in one link queue) waiting, by state; active = being delivered.",
         labels=["state"],
     )
     counts = dict(waiting.values_list("state").annotate(n=Count("pk")).values_list("state", "n"))
-    for state in open_states:
+    for state in OPEN_ENTRY_STATES:
         states.add_metric([state.value], counts.get(state.value, 0))
     active = waiting.filter(lease_until__gt=now).count()
     states.add_metric(["active"], active)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 import re
 import threading
 import time
@@ -59,8 +58,7 @@ def mark(kind: str, name: str) -> None:
     path = path_for(kind, name)
     with contextlib.suppress(OSError):
         private_directory(path.parent)
-        path.touch()
-        os.utime(path)
+        path.touch()  # an existing file's time is set to now
 
 
 def clear(kind: str, name: str) -> None:

@@ -138,27 +138,7 @@ def claim_opening(
     claim), cut to the oldest one's virtual server and its "messages per connection". None
     when that virtual server's connection limits are reached (the claim is given back);
     empty entries when nothing is due."""
-    if sizes:  # a schedule's size limit: a filter through the message
-        entries = leases.claim_due(
-            queue.pk,
-            owner,
-            now,
-            seconds=lease_seconds(),
-            limit=chunk,
-            where=sizes,
-            attempt=True,
-            load=ENTRY_LOAD,
-        )
-    else:
-        entries = leases.take_due(
-            queue.pk,
-            owner,
-            now,
-            seconds=lease_seconds(),
-            limit=chunk,
-            attempt=True,
-            load=ENTRY_LOAD,
-        )
+    entries = _claim(queue, owner, now, sizes, limit=chunk)
     if not entries:
         return Opening([], None, 0)
     full = len(entries) == chunk
@@ -189,32 +169,57 @@ def claim_more(
     server's only): the same claim, under the same owner, so the connection still counts as
     one. With ``vs`` (the connection's virtual server, loaded) only the messages are read:
     the entries get ``queue`` and ``vs`` as they are."""
+    shared = not sizes and vs is not None and vs.pk == vs_id
+    entries = _claim(
+        queue,
+        owner,
+        now,
+        sizes,
+        limit=limit,
+        virtual_server=vs_id or None,
+        load=("message",) if shared else ENTRY_LOAD,
+    )
+    if shared:
+        for entry in entries:
+            entry.queue, entry.virtual_server = queue, vs
+    return entries
+
+
+def _claim(
+    queue: LinkQueue,
+    owner: str,
+    now: datetime,
+    sizes: Q,
+    *,
+    limit: int,
+    virtual_server: int | None = leases.ANY_SERVER,
+    load: Sequence[str] = ENTRY_LOAD,
+) -> list[QueueEntry]:
+    """One claim that also starts an attempt: the written-out statement, or the ORM's when a
+    schedule's size limit filters the entries through their message."""
     if not sizes:
-        shared = vs is not None and vs.pk == vs_id
-        entries = leases.take_due(
+        return leases.take_due(
             queue.pk,
             owner,
             now,
             seconds=lease_seconds(),
             limit=limit,
-            virtual_server=vs_id or None,
+            virtual_server=virtual_server,
             attempt=True,
-            load=("message",) if shared else ENTRY_LOAD,
+            load=load,
         )
-        if shared:
-            for entry in entries:
-                entry.queue, entry.virtual_server = queue, vs
-        return entries
-    one_vs = Q(virtual_server_id=vs_id) if vs_id else Q(virtual_server=None)
+    where = sizes
+    if virtual_server != leases.ANY_SERVER:
+        where &= Q(virtual_server_id=virtual_server) if virtual_server else Q(virtual_server=None)
     return leases.claim_due(
         queue.pk,
         owner,
         now,
         seconds=lease_seconds(),
         limit=limit,
-        where=sizes & one_vs,
+        where=where,
         attempt=True,
-        load=ENTRY_LOAD,
+        load=load,
     )
 
 

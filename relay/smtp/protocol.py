@@ -191,6 +191,8 @@ class RelaySMTP(SMTP):
     def log_session(self) -> None:
         """One line per session (what Postfix's smtpd "disconnect" line says), its figures
         also as fields for LOG_FORMAT=json."""
+        if not log.isEnabledFor(logging.INFO):
+            return
         fields = {
             "virtual_server": self.config.name,
             "client": self.client_address,

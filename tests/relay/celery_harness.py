@@ -76,11 +76,15 @@ class CeleryProcess:
             self.reader.join(5)  # the rest of the output, for the failure report
 
 
-def worker(**env: str) -> CeleryProcess:
+def worker(pool: str = "solo", **env: str) -> CeleryProcess:
+    """A worker with one process (``pool="prefork"``: one forked pool process, as production
+    runs it, under the worker's own)."""
     return CeleryProcess(
         "worker",
         "--pool",
-        "solo",
+        pool,
+        "--concurrency",
+        "1",
         "--loglevel",
         "INFO",
         "--without-gossip",

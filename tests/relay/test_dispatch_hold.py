@@ -4,7 +4,7 @@ the placing transaction commits), and once the hold is released wake-ups publish
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from relay import tasks
 from relay.intake import accept
 from relay.models import LinkQueue
 from relay.queue import dispatch
@@ -24,23 +23,6 @@ from tests.relay.test_intake import World, envelope, make_world
 @pytest.fixture
 def held_world(tmp_path: Path) -> World:
     return make_world(tmp_path)
-
-
-@pytest.fixture
-def published(settings: Any) -> Iterator[list[list[int]]]:
-    """Wake-ups published (instead of Celery tasks)."""
-    settings.SMTPADMIN_DELIVERY_ENQUEUE = True
-    sent: list[list[int]] = []
-
-    def publish(pks: Any) -> list[int]:
-        sent.append(list(pks))
-        return []
-
-    dispatch.register_publisher(publish)
-    try:
-        yield sent
-    finally:
-        dispatch.register_publisher(tasks.enqueue_queues)
 
 
 @pytest.mark.django_db

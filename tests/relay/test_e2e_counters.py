@@ -14,8 +14,8 @@ import pytest
 from relay.metrics import DELIVERIES, RECEIVED
 from smtpadmin.counters import labels_text
 from smtpadmin.models import TotalCount
-from tests.relay.celery_harness import CeleryProcess
-from tests.relay.harness import process_environment, smtp, start_runrelay, wait_for
+from tests.relay.celery_harness import CeleryProcess, worker
+from tests.relay.harness import smtp, start_runrelay, wait_for
 from tests.relay.test_e2e_delivery import internet_via, lose_every_task, relay_mail
 from tests.relay.world import World, message
 from tests.sinks import SinkFactory
@@ -32,22 +32,7 @@ def total(name: str, **labels: str) -> int:
 def prefork_worker(transactional_db: Any, settings: Any) -> Iterator[CeleryProcess]:
     settings.SMTPADMIN_DELIVERY_ENQUEUE = True
     lose_every_task()
-    process = CeleryProcess(
-        "worker",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        ready=" ready.",
-        env=process_environment(
-            SMTPADMIN_DELIVERY_ENQUEUE="true", SMTPADMIN_COUNTER_FLUSH_SECONDS="1"
-        ),
-    ).start()
+    process = worker(pool="prefork", SMTPADMIN_COUNTER_FLUSH_SECONDS="1").start()
     yield process
     process.stop()
 

@@ -4,7 +4,7 @@ bad message not failing its neighbours, cached link queue ids, coalesced wake-up
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -202,23 +202,6 @@ def test_a_cached_queue_deleted_since_does_not_lose_the_message(tmp_path: Path) 
 
 
 # --- coalesced wake-ups ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def published(settings: Any) -> Iterator[list[list[int]]]:
-    """Wake-ups published (instead of Celery tasks)."""
-    settings.SMTPADMIN_DELIVERY_ENQUEUE = True
-    sent: list[list[int]] = []
-
-    def publish(pks: Any) -> list[int]:
-        sent.append(list(pks))
-        return []
-
-    dispatch.register_publisher(publish)
-    try:
-        yield sent
-    finally:
-        dispatch.register_publisher(tasks.enqueue_queues)
 
 
 def test_messages_to_a_queue_with_a_task_pending_publish_nothing_more(

@@ -126,14 +126,9 @@ def test_a_sender_the_only_connector_refuses_is_refused_at_rcpt(
 # --- refused after the 250: an NDR ----------------------------------------------------------------
 
 
-def test_a_delivery_restriction_found_after_the_250_is_reported_to_the_sender(
-    world: World, relay: Relay, sink: SinkFactory
-) -> None:
-    """The restriction comes into force between RCPT and the end of DATA: routing refuses the
-    recipient after the client was told 250, and the sender gets an NDR saying why."""
-    connector = partner_link(world, sink().smart_host)
-    running = relay(world.server)
-    listener = running.supervisor.listeners[world.vs.pk]  # type: ignore[union-attr]
+def restricted_after_rcpt(world: World, connector: Any, listener: Any) -> None:
+    """A message from SENDER to bob@partner.test, answered 250, whose connector starts refusing
+    the sender between RCPT and DATA."""
     with smtp(world.port) as client:
         login(client)
         assert client.docmd(f"MAIL FROM:<{SENDER}>")[0] == 250
@@ -142,8 +137,18 @@ def test_a_delivery_restriction_found_after_the_250_is_reported_to_the_sender(
         wait_until_enforced(listener)
         assert client.docmd("DATA")[0] == 354
         client.send(message("Restricted") + b"\r\n.\r\n")
-        code, _ = client.getreply()
-        assert code == 250
+        assert client.getreply()[0] == 250
+
+
+def test_a_delivery_restriction_found_after_the_250_is_reported_to_the_sender(
+    world: World, relay: Relay, sink: SinkFactory
+) -> None:
+    """The restriction comes into force between RCPT and the end of DATA: routing refuses the
+    recipient after the client was told 250, and the sender gets an NDR saying why."""
+    connector = partner_link(world, sink().smart_host)
+    running = relay(world.server)
+    listener = running.supervisor.listeners[world.vs.pk]  # type: ignore[union-attr]
+    restricted_after_rcpt(world, connector, listener)
     report = ndr_for(world, SENDER)
     status = status_part(report)
     assert "Final-Recipient: rfc822; bob@partner.test" in status
@@ -185,15 +190,7 @@ def test_a_refusal_whose_ndr_could_not_be_made_is_reported_by_the_sweeper(
     running = relay(world.server)
     listener = running.supervisor.listeners[world.vs.pk]  # type: ignore[union-attr]
     listener.report_refused_soon = lambda message_pk: None  # type: ignore[method-assign]
-    with smtp(world.port) as client:
-        login(client)
-        assert client.docmd(f"MAIL FROM:<{SENDER}>")[0] == 250
-        assert client.docmd("RCPT TO:<bob@partner.test>")[0] == 250
-        refuse_sender(connector, SENDER)
-        wait_until_enforced(listener)
-        assert client.docmd("DATA")[0] == 354
-        client.send(message("Restricted") + b"\r\n.\r\n")
-        assert client.getreply()[0] == 250
+    restricted_after_rcpt(world, connector, listener)
     recipient = Recipient.objects.get(address="bob@partner.test")
     assert recipient.entry_id is None and recipient.dsn_sent_at is None
     # The delivering worker's grace is over.
